@@ -1,0 +1,174 @@
+"""The Celery task base class: the only place where the protocol meets Celery's execution.
+
+``__call__`` runs inside Celery's trace, where ``Ignore`` is honoured: the guard runs the body;
+when it says ``Defer``, the whole message goes to the deferred store and the task raises
+``Ignore``, so the message is acknowledged and the worker slot is free. The task id is kept,
+so the caller's ``AsyncResult`` resolves when the work finally runs. Work that cannot run
+(redelivered too often, waited too long) goes to the dead-letter store and its result is
+marked failed with ``DeadLetteredError``, never left pending forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from resilience_tasks.deferred import DeadLetterStore, DeferredMessage, DeferredStore
+from resilience_tasks.errors import BreakerOpenError, DeadLetteredError, Defer
+from resilience_tasks.guard import CallContext, TaskGuard
+from resilience_tasks.state.keys import KeySpace
+
+logger = logging.getLogger(__name__)
+
+#: Name of the message header that carries our bookkeeping across deliveries.
+HEADER = "resilience"
+#: Result state of work waiting in the deferred store.
+DEFERRED = "DEFERRED"
+
+
+@dataclass(frozen=True)
+class TaskRuntime:
+    """Everything a resilient task needs at run time, built once when it is declared."""
+
+    team: str
+    resource: str
+    guard: TaskGuard
+    deferred: DeferredStore
+    dead_letters: DeadLetterStore
+    keys: KeySpace
+    max_defer_age: float
+
+
+class ResilientTask(Task):  # type: ignore[misc]
+    """Base class of every task declared with ``manager.task``."""
+
+    abstract = True
+    runtime: TaskRuntime
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        runtime = self.runtime
+        request = self.request
+        if request.called_directly or request.id is None:
+            return self._call_directly(args, kwargs)
+        book = _bookkeeping(request)
+        context = CallContext(
+            task_id=request.id,
+            attempts_used=int(book.get("attempts", 0)),
+            first_attempt_at=float(book.get("first_attempt_at") or time.time()),
+            delivery_key=runtime.keys.deliveries(runtime.team, request.id),
+        )
+        try:
+            return runtime.guard.run(context, lambda: self.run(*args, **kwargs))
+        except Defer as wait:
+            message = self._message(args, kwargs, book, context).deferred_again(
+                wait.reason, wait.attempts
+            )
+            self._defer(message, wait.delay)
+        except DeadLetteredError as dead:
+            self._dead_letter(self._message(args, kwargs, book, context), str(dead))
+        raise Ignore()
+
+    def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A plain function call (no message): nothing to defer, so waiting becomes an error."""
+        try:
+            return self.runtime.guard.run(CallContext(), lambda: self.run(*args, **kwargs))
+        except Defer as wait:
+            if wait.__cause__ is not None:
+                raise wait.__cause__ from None
+            raise BreakerOpenError(self.runtime.resource, wait.delay) from None
+
+    def _message(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], book: dict[str, Any],
+        context: CallContext,
+    ) -> DeferredMessage:
+        request = self.request
+        delivery = request.delivery_info or {}
+        return DeferredMessage(
+            task_id=request.id,
+            task=self.name,
+            args=list(args),
+            kwargs=dict(kwargs),
+            queue=delivery.get("routing_key") or None,
+            options=_workflow_options(request),
+            resource=self.runtime.resource,
+            attempts=context.attempts_used,
+            first_attempt_at=context.first_attempt_at or 0.0,
+            defer_count=int(book.get("defer_count", 0)),
+            first_deferred_at=float(book.get("first_deferred_at", 0.0)),
+        )
+
+    def _defer(self, message: DeferredMessage, delay: float) -> None:
+        runtime = self.runtime
+        if message.age() > runtime.max_defer_age:
+            self._dead_letter(
+                message,
+                f"waited {message.age():.0f}s in the deferred store, over max_defer_age="
+                f"{runtime.max_defer_age:.0f}s; last reason: {message.reason}",
+            )
+            return
+        due = runtime.deferred.add(message, delay)
+        self.backend.store_result(
+            message.task_id,
+            {"reason": message.reason, "due": due, "defer_count": message.defer_count},
+            DEFERRED,
+            request=self.request,
+        )
+        self._event("task-deferred", reason=message.reason, due=due, resource=runtime.resource)
+        logger.info("deferred %s[%s] for %.2fs: %s", self.name, message.task_id, delay,
+                    message.reason)
+
+    def _dead_letter(self, message: DeferredMessage, reason: str) -> None:
+        self.runtime.dead_letters.add(message.task_id, reason, message.to_json())
+        self.backend.mark_as_failure(message.task_id, DeadLetteredError(reason),
+                                     request=self.request)
+        self._event("task-dead-lettered", reason=reason, resource=self.runtime.resource)
+        logger.error("dead-lettered %s[%s]: %s", self.name, message.task_id, reason)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.request.hostname and self.send_events:
+            try:
+                self.send_event(kind, **fields)
+            except Exception:  # an event is an observation; it must not change the outcome
+                logger.debug("could not send %s", kind, exc_info=True)
+
+
+def _bookkeeping(request: Any) -> dict[str, Any]:
+    headers = getattr(request, "headers", None) or {}
+    book = headers.get(HEADER) if isinstance(headers, dict) else None
+    if book is None:
+        book = getattr(request, HEADER, None)
+    return book if isinstance(book, dict) else {}
+
+
+def _workflow_options(request: Any) -> dict[str, Any]:
+    """The options that tie a task to its caller's workflow, as ``send_task`` keywords."""
+    delivery = request.delivery_info or {}
+    options = {
+        "root_id": request.root_id,
+        "parent_id": request.parent_id,
+        "link": request.callbacks,
+        "link_error": request.errbacks,
+        "chain": request.chain,
+        "group_id": request.group,
+        "group_index": request.group_index,
+        "chord": request.chord,
+        "priority": delivery.get("priority"),
+    }
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def publish_headers(message: DeferredMessage) -> dict[str, Any]:
+    """The headers a deferred message is published again with."""
+    return {
+        HEADER: {
+            "attempts": message.attempts,
+            "first_attempt_at": message.first_attempt_at,
+            "defer_count": message.defer_count,
+            "first_deferred_at": message.first_deferred_at,
+        }
+    }

@@ -1,0 +1,67 @@
+"""Every exception resilience-tasks raises, in one place.
+
+Real errors end in ``Error`` and share one base; control-flow signals are small bare
+exceptions that never reach a user unless something is misused::
+
+    ResilienceError
+    ├── ConfigurationError (also ValueError)   a policy or task option is invalid; names the field
+    ├── StateUnavailableError (also ConnectionError)   the Redis that holds our state is unreachable
+    ├── BreakerOpenError (also pybreaker.CircuitBreakerError)   the breaker refused a call
+    └── DeadLetteredError   the work was moved to the dead-letter store; the reason says why
+
+    Defer   (control)   "do not run this now; put it in the deferred store until ``delay`` passes"
+
+``DeadLetteredError`` is what a caller's ``AsyncResult.get()`` raises for dead-lettered work,
+so it must stay importable by module path and constructible from a single message string.
+"""
+
+from __future__ import annotations
+
+from pybreaker import CircuitBreakerError
+
+
+class ResilienceError(Exception):
+    """Base class of every error raised by resilience-tasks."""
+
+
+class ConfigurationError(ResilienceError, ValueError):
+    """A policy, a task option or a manager setting is invalid.
+
+    Raised at declaration time, so a mistake surfaces when the module is imported rather than
+    when the first task runs. The message always names the offending field or keyword.
+    """
+
+
+class StateUnavailableError(ResilienceError, ConnectionError):
+    """The Redis server holding breaker state and the deferred store cannot be reached."""
+
+
+class BreakerOpenError(ResilienceError, CircuitBreakerError):
+    """The fleet-wide breaker refused a call; ``retry_after`` says when it may admit a trial.
+
+    Subclasses pybreaker's ``CircuitBreakerError`` so code written for pybreaker keeps working.
+    """
+
+    def __init__(self, resource: str, retry_after: float, state: str = "open") -> None:
+        self.resource = resource
+        self.retry_after = retry_after
+        self.state = state
+        super().__init__(f"circuit for {resource!r} is {state}; retry after {retry_after:.2f}s")
+
+
+class DeadLetteredError(ResilienceError):
+    """The work was moved to the dead-letter store instead of running; the message says why."""
+
+
+class Defer(Exception):  # noqa: N818 - a control signal, not an error
+    """Control signal: put the current work in the deferred store for ``delay`` seconds.
+
+    ``attempts`` is how many attempts of the work's retry budget have been used so far; waiting
+    on a breaker never consumes one.
+    """
+
+    def __init__(self, delay: float, reason: str, attempts: int = 0) -> None:
+        self.delay = max(0.0, delay)
+        self.reason = reason
+        self.attempts = attempts
+        super().__init__(f"deferred for {self.delay:.2f}s: {reason}")

@@ -1,0 +1,218 @@
+"""``ResilienceManager``: what a team constructs once, and the ``task`` decorator it offers.
+
+Constructing it installs into the Celery app everything the protocols need (settings, queues,
+the deferred pump and its beat entry, start-up checks). ``manager.task`` declares a resilient
+task: it validates every policy and option there and then, builds the task's guard, and
+registers a Celery task whose base class runs the guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
+from celery.utils.imports import gen_task_name
+
+from resilience_tasks.adapter import install, poison
+from resilience_tasks.adapter.options import check_task_options
+from resilience_tasks.adapter.task import ResilientTask, TaskRuntime, publish_headers
+from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
+from resilience_tasks.deferred import (
+    DeadLetterStore,
+    DeferredMessage,
+    DeferredStore,
+    Pump,
+    PumpReport,
+)
+from resilience_tasks.errors import ConfigurationError
+from resilience_tasks.guard import GuardSettings, TaskGuard
+from resilience_tasks.policies import BreakerPolicy, RetryPolicy
+from resilience_tasks.policies import _validate as check
+from resilience_tasks.state import connection
+from resilience_tasks.state.keys import KeySpace
+
+#: Celery's control exceptions: how a task steers its own fate, never a dependency failure.
+CELERY_CONTROL = (Retry, Ignore, Reject, SoftTimeLimitExceeded)
+
+CONTROL_QUEUE = "resilience.control"
+
+
+class ResilienceManager:
+    """One team's resilience layer on one Celery app.
+
+    State lives in Redis: ``redis_url`` if given, else ``RESILIENCE_REDIS_URL``, else the
+    app's broker URL. ``visibility_timeout`` should be 2-3x the p99 runtime of the slowest
+    task: a task still running after it is delivered again. Work deferred for longer than
+    ``max_defer_age`` seconds, or delivered more than ``max_deliveries`` times without
+    finishing, goes to the dead-letter store.
+    """
+
+    def __init__(
+        self,
+        team: str,
+        app: Celery,
+        *,
+        redis_url: str | None = None,
+        redis_client: redis.Redis | None = None,
+        key_prefix: str = "rt",
+        visibility_timeout: float = 900.0,
+        max_defer_age: float = 86_400.0,
+        max_deliveries: int = 5,
+        pump_interval: float = 1.0,
+        control_queue: str = CONTROL_QUEUE,
+    ) -> None:
+        if not isinstance(team, str) or not team or ":" in team:
+            raise ConfigurationError(f"team must be a non-empty name without ':', got {team!r}")
+        check.positive_seconds("ResilienceManager", "visibility_timeout", visibility_timeout)
+        check.positive_seconds("ResilienceManager", "max_defer_age", max_defer_age)
+        check.positive_int("ResilienceManager", "max_deliveries", max_deliveries)
+        check.positive_seconds("ResilienceManager", "pump_interval", pump_interval)
+        self.team = team
+        self.app = app
+        self.keys = KeySpace(key_prefix)
+        self.max_defer_age = float(max_defer_age)
+        self.visibility_timeout = float(visibility_timeout)
+        self.max_deliveries = max_deliveries
+        if redis_client is not None:
+            self.url = redis_url or "(injected client)"
+            self.redis = redis_client
+        else:
+            self.url = redis_url or connection.state_url(app.conf.broker_url)
+            self.redis = connection.connect(self.url)
+        self.deferred = DeferredStore(self.redis, team, self.keys)
+        self.dead_letters = DeadLetterStore(self.redis, team, self.keys)
+        self._breakers: dict[str, FleetBreaker] = {}
+        self._pump = Pump(self.deferred, self.dead_letters, self._publish)
+
+        install.configure(app, self.visibility_timeout)
+        install.check_on_start(app, self.check)
+        poison.install(app, lambda: self.dead_letters)
+        self.pump_task = self._install_pump(control_queue, pump_interval)
+
+    # -- declaring tasks -----------------------------------------------------------------------
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        resource: str,
+        breaker: BreakerPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        max_defer_age: float | None = None,
+        **celery_options: Any,
+    ) -> Any:
+        """Declare a resilient task guarded by ``resource``'s fleet breaker and a retry policy.
+
+        Other Celery task options pass through (``acks_late``, ``time_limit``, ``queue``...);
+        unknown ones raise ``ConfigurationError`` naming them. The task's queue defaults to
+        the resource's name.
+        """
+        if not isinstance(resource, str) or not resource or ":" in resource:
+            raise ConfigurationError(f"resource must be a non-empty name without ':', "
+                                     f"got {resource!r}")
+        if breaker is not None and not isinstance(breaker, BreakerPolicy):
+            raise ConfigurationError(f"breaker must be a BreakerPolicy, got {breaker!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy, got {retry!r}")
+        if max_defer_age is not None:
+            check.positive_seconds("task", "max_defer_age", max_defer_age)
+
+        def decorate(func: Callable[..., Any]) -> Any:
+            name = celery_options.get("name") or gen_task_name(
+                self.app, func.__name__, func.__module__
+            )
+            check_task_options(name, celery_options)
+            runtime = TaskRuntime(
+                team=self.team,
+                resource=resource,
+                guard=self._guard(resource, breaker, retry),
+                deferred=self.deferred,
+                dead_letters=self.dead_letters,
+                keys=self.keys,
+                max_defer_age=float(max_defer_age or self.max_defer_age),
+            )
+            options = {"queue": resource, **celery_options}
+            install.add_queue(self.app, options["queue"])
+            return self.app.task(base=ResilientTask, runtime=runtime, **options)(func)
+
+        return decorate(fn) if fn is not None else decorate
+
+    def breaker(self, resource: str, policy: BreakerPolicy | None = None) -> FleetBreaker:
+        """The fleet breaker of ``resource``; one policy per resource."""
+        existing = self._breakers.get(resource)
+        if existing is not None:
+            if policy is not None and policy != existing.policy:
+                raise ConfigurationError(
+                    f"resource {resource!r} already has breaker {existing.policy.describe()}; "
+                    f"a second task declared {policy.describe()}: declare one policy per resource"
+                )
+            return existing
+        fleet_breaker = FleetBreaker(
+            resource,
+            policy or BreakerPolicy(),
+            RedisFleetStorage(self.redis, resource, self.keys),
+            not_failures=CELERY_CONTROL,
+        )
+        self._breakers[resource] = fleet_breaker
+        return fleet_breaker
+
+    def _guard(
+        self, resource: str, breaker: BreakerPolicy | None, retry: RetryPolicy | None
+    ) -> TaskGuard:
+        delivery_ttl = int(max(3600.0, self.visibility_timeout * (self.max_deliveries + 2)))
+        return TaskGuard(
+            breaker=self.breaker(resource, breaker),
+            retry=retry or RetryPolicy.none(),
+            settings=GuardSettings(max_deliveries=self.max_deliveries, delivery_ttl=delivery_ttl),
+            count_delivery=self._count_delivery,
+            not_retryable=CELERY_CONTROL,
+        )
+
+    def _count_delivery(self, key: str, ttl: int) -> int:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, ttl)
+        return int(pipe.execute()[0])
+
+    # -- the deferred pump ---------------------------------------------------------------------
+
+    def pump(self, max_seconds: float = 0.9) -> PumpReport:
+        """Publish every due deferred task (what the beat-scheduled pump task runs)."""
+        return self._pump.drain(max_seconds)
+
+    def _publish(self, message: DeferredMessage) -> None:
+        self.app.send_task(
+            message.task,
+            args=message.args,
+            kwargs=message.kwargs,
+            task_id=message.task_id,
+            queue=message.queue,
+            headers=publish_headers(message),
+            add_to_parent=False,
+            **message.options,
+        )
+
+    def _install_pump(self, queue: str, interval: float) -> Any:
+        name = f"resilience_tasks.pump.{self.team}"
+
+        def pump_deferred() -> dict[str, int]:
+            return vars(self.pump(max_seconds=max(0.1, interval * 0.9)))
+
+        task = self.app.task(name=name, queue=queue, ignore_result=True, acks_late=False,
+                             shared=False)(pump_deferred)
+        install.add_queue(self.app, queue)
+        install.add_beat_entry(self.app, f"resilience-pump-{self.team}", {
+            "task": name,
+            "schedule": interval,
+            "options": {"queue": queue, "expires": max(5.0, interval * 5)},
+        })
+        return task
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise ``StateUnavailableError`` with one clear line if the state Redis is unreachable."""
+        connection.ensure_reachable(self.redis, self.url)

@@ -1,0 +1,1 @@
+"""Redis connection and key names: the bottom layer."""

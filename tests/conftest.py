@@ -1,0 +1,93 @@
+"""Fixtures that talk to the real Redis on 127.0.0.1:6379 and run real Celery workers.
+
+Tests use Redis database 3 for broker and results, and a key prefix of their own for
+resilience state, removed after each test. Nothing here fakes Redis or runs tasks eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+
+from resilience_tasks import ResilienceManager
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:  # a missing server is a failure, never a skip
+        pytest.fail(f"the tests need Redis at {REDIS_URL}: {exc}")
+    client.flushdb()
+    return client
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    name = f"rt-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    keys = list(redis_client.scan_iter(f"{name}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name for queues, resources and teams of one test."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def app(unique: str) -> Celery:
+    celery_app = Celery(f"test-{unique}", broker=REDIS_URL, backend=REDIS_URL)
+    celery_app.conf.update(broker_connection_retry_on_startup=True, result_expires=600)
+    return celery_app
+
+
+@pytest.fixture
+def manager(app: Celery, prefix: str, unique: str) -> ResilienceManager:
+    return ResilienceManager(f"team-{unique}", app=app, key_prefix=prefix)
+
+
+@pytest.fixture
+def pump(manager: ResilienceManager) -> Iterator[None]:
+    """Run the deferred pump every 0.1 s in a thread, as beat would every second."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(0.1):
+            manager.pump()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(5)
+
+
+@pytest.fixture
+def worker(app: Celery) -> Iterator[object]:
+    """Start an in-process worker (threads pool) once the test has declared its tasks."""
+    from contextlib import ExitStack
+
+    from celery.contrib.testing.worker import start_worker
+
+    with ExitStack() as stack:
+
+        def start(concurrency: int = 4) -> None:
+            stack.enter_context(
+                start_worker(app, pool="threads", concurrency=concurrency,
+                             perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10)
+            )
+
+        yield start
