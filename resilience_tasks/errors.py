@@ -53,7 +53,7 @@ class DeadLetteredError(ResilienceError):
     """The work was moved to the dead-letter store instead of running; the message says why."""
 
 
-class Defer(Exception):  # noqa: N818 - a control signal, not an error
+class Defer(Exception):
     """Control signal: put the current work in the deferred store for ``delay`` seconds.
 
     ``attempts`` is how many attempts of the work's retry budget have been used so far; waiting

@@ -4,7 +4,9 @@ For each attempt the guard asks the fleet breaker for admission (one Redis round
 also counts the message's deliveries on the first attempt), runs the body, and tells the breaker
 how it went. Failed attempts are retried by tenacity while the waits fit the policy's
 in-process budget; a longer wait, or a breaker that refuses, ends in ``Defer``: the Celery
-adapter then moves the message to the deferred store and frees the worker slot.
+adapter then moves the message to the deferred store and frees the worker slot. Waiting on the
+breaker never uses up an attempt, and neither does a failed half-open trial: the trial is the
+breaker's probe, so its work goes back to wait for the next one.
 """
 
 from __future__ import annotations
@@ -59,10 +61,14 @@ class _RetryBudget:
         if used >= self.policy.max_attempts:
             return True
         wait = state.upcoming_sleep
-        if self.policy.max_delay is not None and self.context.first_attempt_at is not None:
-            if time.time() - self.context.first_attempt_at + wait > self.policy.max_delay:
-                return True
-        if state.seconds_since_start + wait > self.policy.in_process_budget:
+        first = self.context.first_attempt_at
+        if (
+            self.policy.max_delay is not None
+            and first is not None
+            and (time.time() - first + wait > self.policy.max_delay)
+        ):
+            return True
+        if (state.seconds_since_start or 0.0) + wait > self.policy.in_process_budget:
             self.next_wait = wait
             return True
         return False
@@ -111,14 +117,16 @@ class TaskGuard:
             return result
         except BreakerOpenError as refused:
             used = context.attempts_used + attempt_number - 1
-            raise Defer(self._jittered(refused.retry_after), f"breaker {refused.state}",
-                        used) from None
+            raise Defer(
+                self._jittered(refused.retry_after), f"breaker {refused.state}", used
+            ) from None
         except Exception as error:
             if budget.next_wait is None or not self._retryable(error):
                 raise
             used = context.attempts_used + attempt_number
-            reason = (f"retry {used + 1}/{self.retry.max_attempts} after "
-                      f"{type(error).__name__}: {error}")
+            reason = (
+                f"retry {used + 1}/{self.retry.max_attempts} after {type(error).__name__}: {error}"
+            )
             raise Defer(budget.next_wait, reason, used) from error
 
     def _attempt(self, body: Callable[[], T], delivery_key: str | None) -> T:
@@ -133,6 +141,14 @@ class TaskGuard:
             result = body()
         except BaseException as error:
             self.breaker.record(admission, error)
+            if admission.trial and self.breaker.is_system_error(error):
+                # The trial was the breaker's probe, not the work's choice: the work waits for
+                # the next trial instead of failing, and the attempt is not charged.
+                raise BreakerOpenError(
+                    self.breaker.resource,
+                    self.breaker.policy.reset_timeout,
+                    "open after a failed trial",
+                ) from error
             raise
         self.breaker.record(admission, None)
         return result
@@ -145,9 +161,7 @@ class TaskGuard:
             )
 
     def _retryable(self, error: BaseException) -> bool:
-        return isinstance(error, self.retry.retry_on) and not isinstance(
-            error, self._not_retryable
-        )
+        return isinstance(error, self.retry.retry_on) and not isinstance(error, self._not_retryable)
 
     def _jittered(self, delay: float) -> float:
         return delay + random.uniform(0, min(1.0, delay * self.settings.defer_jitter))

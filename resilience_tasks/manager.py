@@ -9,7 +9,7 @@ registers a Celery task whose base class runs the guard.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import redis
 from celery import Celery
@@ -86,24 +86,53 @@ class ResilienceManager:
         self.dead_letters = DeadLetterStore(self.redis, team, self.keys)
         self._breakers: dict[str, FleetBreaker] = {}
         self._pump = Pump(self.deferred, self.dead_letters, self._publish)
+        self._routes: dict[str, dict[str, str]] = {}
 
         install.configure(app, self.visibility_timeout)
+        install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
         poison.install(app, lambda: self.dead_letters)
         self.pump_task = self._install_pump(control_queue, pump_interval)
 
     # -- declaring tasks -----------------------------------------------------------------------
 
+    @overload
     def task(
         self,
-        fn: Callable[..., Any] | None = None,
+        fn: Callable[..., Any],
+        /,
         *,
         resource: str,
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
         max_defer_age: float | None = None,
         **celery_options: Any,
-    ) -> Any:
+    ) -> ResilientTask: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        resource: str,
+        breaker: BreakerPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        max_defer_age: float | None = None,
+        **celery_options: Any,
+    ) -> Callable[[Callable[..., Any]], ResilientTask]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        resource: str,
+        breaker: BreakerPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        max_defer_age: float | None = None,
+        **celery_options: Any,
+    ) -> ResilientTask | Callable[[Callable[..., Any]], ResilientTask]:
         """Declare a resilient task guarded by ``resource``'s fleet breaker and a retry policy.
 
         Other Celery task options pass through (``acks_late``, ``time_limit``, ``queue``...);
@@ -111,8 +140,9 @@ class ResilienceManager:
         the resource's name.
         """
         if not isinstance(resource, str) or not resource or ":" in resource:
-            raise ConfigurationError(f"resource must be a non-empty name without ':', "
-                                     f"got {resource!r}")
+            raise ConfigurationError(
+                f"resource must be a non-empty name without ':', got {resource!r}"
+            )
         if breaker is not None and not isinstance(breaker, BreakerPolicy):
             raise ConfigurationError(f"breaker must be a BreakerPolicy, got {breaker!r}")
         if retry is not None and not isinstance(retry, RetryPolicy):
@@ -120,7 +150,7 @@ class ResilienceManager:
         if max_defer_age is not None:
             check.positive_seconds("task", "max_defer_age", max_defer_age)
 
-        def decorate(func: Callable[..., Any]) -> Any:
+        def decorate(func: Callable[..., Any]) -> ResilientTask:
             name = celery_options.get("name") or gen_task_name(
                 self.app, func.__name__, func.__module__
             )
@@ -134,11 +164,18 @@ class ResilienceManager:
                 keys=self.keys,
                 max_defer_age=float(max_defer_age or self.max_defer_age),
             )
-            options = {"queue": resource, **celery_options}
-            install.add_queue(self.app, options["queue"])
-            return self.app.task(base=ResilientTask, runtime=runtime, **options)(func)
+            options = dict(celery_options)
+            self._route(name, options.pop("queue", resource))
+            task: ResilientTask = self.app.task(
+                base=ResilientTask, runtime=runtime, name=name, **options
+            )(func)
+            return task
 
         return decorate(fn) if fn is not None else decorate
+
+    def _route(self, task_name: str, queue: str) -> None:
+        self._routes[task_name] = {"queue": queue}
+        install.add_queue(self.app, queue)
 
     def breaker(self, resource: str, policy: BreakerPolicy | None = None) -> FleetBreaker:
         """The fleet breaker of ``resource``; one policy per resource."""
@@ -201,14 +238,19 @@ class ResilienceManager:
         def pump_deferred() -> dict[str, int]:
             return vars(self.pump(max_seconds=max(0.1, interval * 0.9)))
 
-        task = self.app.task(name=name, queue=queue, ignore_result=True, acks_late=False,
-                             shared=False)(pump_deferred)
-        install.add_queue(self.app, queue)
-        install.add_beat_entry(self.app, f"resilience-pump-{self.team}", {
-            "task": name,
-            "schedule": interval,
-            "options": {"queue": queue, "expires": max(5.0, interval * 5)},
-        })
+        task = self.app.task(name=name, ignore_result=True, acks_late=False, shared=False)(
+            pump_deferred
+        )
+        self._route(name, queue)
+        install.add_beat_entry(
+            self.app,
+            f"resilience-pump-{self.team}",
+            {
+                "task": name,
+                "schedule": interval,
+                "options": {"queue": queue, "expires": max(5.0, interval * 5)},
+            },
+        )
         return task
 
     # -- operations ----------------------------------------------------------------------------

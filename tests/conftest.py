@@ -86,8 +86,14 @@ def worker(app: Celery) -> Iterator[object]:
 
         def start(concurrency: int = 4) -> None:
             stack.enter_context(
-                start_worker(app, pool="threads", concurrency=concurrency,
-                             perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10)
+                start_worker(
+                    app,
+                    pool="threads",
+                    concurrency=concurrency,
+                    perform_ping_check=False,
+                    loglevel="WARNING",
+                    shutdown_timeout=10,
+                )
             )
 
         yield start

@@ -1,1 +1,1 @@
-"""The deployable Celery app: ``celery -A workers.app worker`` and ``celery -A workers.app beat``."""
+"""The deployable Celery app: ``celery -A workers.app worker`` and ``... beat``."""

@@ -46,8 +46,9 @@ def fetch_status(url: str) -> int:
 
 @manager.task(
     resource="http.json",
-    breaker=BreakerPolicy(fail_max=5, reset_timeout=30.0, failure_rate=0.5, min_calls=20,
-                          exclude=(ClientError,)),
+    breaker=BreakerPolicy(
+        fail_max=5, reset_timeout=30.0, failure_rate=0.5, min_calls=20, exclude=(ClientError,)
+    ),
     retry=RetryPolicy.http_api(retry_on=HTTP_ERRORS),
     soft_time_limit=30,
     time_limit=40,

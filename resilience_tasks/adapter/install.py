@@ -2,7 +2,8 @@
 
 * Settings the guarantees rest on: JSON only; late acks and requeue on a lost worker (a killed
   worker's task comes back); prefetch 1 (a worker never hoards risky work); a deliberate
-  Redis ``visibility_timeout`` (when a whole worker dies, its unacked messages return after it).
+  Redis ``visibility_timeout`` (when a whole worker dies, its unacked messages return after it)
+  and a sweep for such messages at least every 10 s rather than kombu's default 100 s.
 * One queue per resource, so a worker started without ``-Q`` consumes them all and an operator
   can give a resource its own workers.
 * The pump task and its beat entry, on a control queue.
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from resilience_tasks.errors import ConfigurationError, StateUnavailableError
 
@@ -54,10 +55,14 @@ def configure(app: Celery, visibility_timeout: float) -> None:
     def merge_transport_options(conf: Any) -> None:
         options = dict(conf.broker_transport_options or {})
         options.setdefault("visibility_timeout", visibility_timeout)
-        conf.broker_transport_options = options
         timeout = float(options["visibility_timeout"])
         if timeout <= 0:
             raise ConfigurationError(f"visibility_timeout must be > 0, got {timeout}")
+        # kombu sweeps for unacked messages only every interval * throttle seconds (100 s by
+        # default): a dead worker's tasks would wait that long after visibility_timeout.
+        options.setdefault("unacked_restore_interval", max(1, min(10, round(timeout / 3))))
+        options.setdefault("unacked_restore_throttle", 1)
+        conf.broker_transport_options = options
 
     when_configured(app, merge_transport_options)
 
@@ -70,6 +75,23 @@ def add_queue(app: Celery, name: str) -> None:
         if all(queue.name != name for queue in queues):
             queues.append(Queue(name, Exchange(name), routing_key=name))
             conf.task_queues = queues
+
+    when_configured(app, apply)
+
+
+def add_router(app: Celery, routes: dict[str, dict[str, str]]) -> None:
+    """Append ``routes`` (task name -> ``{"queue": ...}``, filled in as tasks are declared) to
+    the app's routers, after the user's own so that theirs win."""
+
+    def apply(conf: Any) -> None:
+        existing = conf.task_routes
+        if existing is None:
+            routers = []
+        elif isinstance(existing, list | tuple):
+            routers = list(existing)
+        else:
+            routers = [existing]
+        conf.task_routes = [*routers, routes]
 
     when_configured(app, apply)
 

@@ -13,18 +13,42 @@ from typing import Any
 
 from resilience_tasks.errors import ConfigurationError
 
-PASS_THROUGH = frozenset({
-    "name", "bind", "queue", "routing_key", "exchange", "priority", "acks_late",
-    "acks_on_failure_or_timeout", "reject_on_worker_lost", "time_limit", "soft_time_limit",
-    "ignore_result", "store_errors_even_if_ignored", "track_started", "expires", "typing",
-    "shared", "throws", "trail", "send_events", "pydantic", "autoregister", "compression",
-    "resultrepr_maxsize", "lazy", "description", "filter",
-})
+PASS_THROUGH = frozenset(
+    {
+        "name",
+        "bind",
+        "queue",
+        "routing_key",
+        "exchange",
+        "priority",
+        "acks_late",
+        "acks_on_failure_or_timeout",
+        "reject_on_worker_lost",
+        "time_limit",
+        "soft_time_limit",
+        "ignore_result",
+        "store_errors_even_if_ignored",
+        "track_started",
+        "expires",
+        "typing",
+        "shared",
+        "throws",
+        "trail",
+        "send_events",
+        "pydantic",
+        "autoregister",
+        "compression",
+        "resultrepr_maxsize",
+        "lazy",
+        "description",
+        "filter",
+    }
+)
 
 REFUSED = {
     "serializer": "only JSON is accepted: pickle lets a message run arbitrary code",
     "autoretry_for": "use retry=RetryPolicy(retry_on=...); Celery's retry loop re-publishes "
-                     "with a countdown that the Redis transport may run several times",
+    "with a countdown that the Redis transport may run several times",
     "retry_backoff": "use retry=RetryPolicy.exponential(...)",
     "retry_kwargs": "use retry=RetryPolicy(...)",
     "retry_jitter": "use retry=RetryPolicy(jitter=...)",

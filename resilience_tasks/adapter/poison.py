@@ -56,8 +56,9 @@ def install(app: Celery, dead_letters: Callable[[], DeadLetterStore]) -> None:
 
     app.steps["consumer"].add(DeadLetterUndecodable)
 
-    def on_unknown(sender: Any, message: Any, exc: BaseException, name: str, id: str,
-                   **_: Any) -> None:
+    def on_unknown(
+        sender: Any, message: Any, exc: BaseException, name: str, id: str, **_: Any
+    ) -> None:
         if getattr(sender, "app", None) is app:
             dead_letters().add(id, f"unknown task {name!r}: {exc}", message_record(message))
 

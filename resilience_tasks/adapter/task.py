@@ -83,7 +83,10 @@ class ResilientTask(Task):  # type: ignore[misc]
             raise BreakerOpenError(self.runtime.resource, wait.delay) from None
 
     def _message(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], book: dict[str, Any],
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        book: dict[str, Any],
         context: CallContext,
     ) -> DeferredMessage:
         request = self.request
@@ -119,13 +122,15 @@ class ResilientTask(Task):  # type: ignore[misc]
             request=self.request,
         )
         self._event("task-deferred", reason=message.reason, due=due, resource=runtime.resource)
-        logger.info("deferred %s[%s] for %.2fs: %s", self.name, message.task_id, delay,
-                    message.reason)
+        logger.info(
+            "deferred %s[%s] for %.2fs: %s", self.name, message.task_id, delay, message.reason
+        )
 
     def _dead_letter(self, message: DeferredMessage, reason: str) -> None:
         self.runtime.dead_letters.add(message.task_id, reason, message.to_json())
-        self.backend.mark_as_failure(message.task_id, DeadLetteredError(reason),
-                                     request=self.request)
+        self.backend.mark_as_failure(
+            message.task_id, DeadLetteredError(reason), request=self.request
+        )
         self._event("task-dead-lettered", reason=reason, resource=self.runtime.resource)
         logger.error("dead-lettered %s[%s]: %s", self.name, message.task_id, reason)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import pybreaker
+from pybreaker import CBStateType
 
 from resilience_tasks.breaker.storage import Admission, RedisFleetStorage
 from resilience_tasks.errors import BreakerOpenError, Defer
@@ -27,7 +28,7 @@ T = TypeVar("T")
 NEVER_FAILURES: tuple[type[BaseException], ...] = (Defer, BreakerOpenError)
 
 
-class FleetBreaker(pybreaker.CircuitBreaker):  # type: ignore[misc]
+class FleetBreaker(pybreaker.CircuitBreaker):
     """The breaker of one resource; every process that builds one on the same Redis shares it."""
 
     def __init__(
@@ -67,8 +68,8 @@ class FleetBreaker(pybreaker.CircuitBreaker):  # type: ignore[misc]
     def record(self, admission: Admission, error: BaseException | None) -> None:
         """Tell the breaker how an admitted call ended; ``error`` is None on success."""
         if error is not None and self.is_system_error(error):
-            for listener in self.listeners:
-                listener.failure(self, error)
+            for failure_listener in self.listeners:
+                failure_listener.failure(self, error)
             self._notify(*self._storage.record_failure(self.policy, self._trial_token(admission)))
             return
         if admission.trial or admission.failures:
@@ -106,12 +107,17 @@ class FleetBreaker(pybreaker.CircuitBreaker):  # type: ignore[misc]
         return str(self._storage.state)
 
     @property
-    def state(self) -> pybreaker.CircuitBreakerState:
+    def state(self) -> CBStateType:
         """The state as Redis has it now; reading it never writes (unlike pybreaker's)."""
         current = self.current_state
         if current != self._state.name:
             self._state = self._create_new_state(current, prev_state=self._state, notify=False)
         return self._state
+
+    @state.setter
+    def state(self, state_name: str) -> None:
+        """Move the whole fleet's breaker to ``state_name``."""
+        self._notify(*self._storage.force(state_name))
 
     def open(self) -> bool:
         """Open the breaker by hand, fleet-wide, for ``reset_timeout`` seconds."""

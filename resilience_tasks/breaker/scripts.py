@@ -21,7 +21,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 # ARGV: reset_timeout, trial_calls, trial_lease, window (0 = off), token, delivery_ttl (0 = off)
 # Returns {decision, state, failures, wait, deliveries, transition}
 #   decision: 0 refused, 1 admitted, 2 admitted as a half-open trial
-ADMIT = _NOW + """
+ADMIT = (
+    _NOW
+    + """
 local deliveries = 0
 if tonumber(ARGV[6]) > 0 then
   deliveries = redis.call('INCR', KEYS[4])
@@ -58,11 +60,14 @@ local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local wait = math.min(tonumber(first[2]) - now, tonumber(ARGV[1]))
 return {0, state, failures, tostring(wait), deliveries, transition}
 """
+)
 
 # KEYS: breaker, trial leases, call window, failure window
 # ARGV: fail_max, token ('' when not a trial), window (0 = off), min_calls, failure_rate
 # Returns {old_state, new_state, failures}
-RECORD_FAILURE = _NOW + """
+RECORD_FAILURE = (
+    _NOW
+    + """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'half-open' then
   if ARGV[2] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[2]) then
@@ -109,6 +114,7 @@ if tripped then
 end
 return {state, state, failures}
 """
+)
 
 # KEYS: breaker, trial leases
 # ARGV: token ('' when not a trial), success_threshold
@@ -135,10 +141,13 @@ return {state, state}
 # KEYS: breaker, trial leases, call window, failure window
 # ARGV: new state
 # Returns {old_state, new_state}
-FORCE_STATE = _NOW + """
+FORCE_STATE = (
+    _NOW
+    + """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'failures', 0, 'successes', 0,
            'opened_at', tostring(now))
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 return {state, ARGV[1]}
 """
+)

@@ -41,7 +41,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisFleetStorage(pybreaker.CircuitBreakerStorage):  # type: ignore[misc]
+class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
     """Breaker state for one resource, shared by every process that talks to the same Redis."""
 
     def __init__(self, client: redis.Redis, resource: str, keys: KeySpace | None = None) -> None:
@@ -63,12 +63,21 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):  # type: ignore[misc]
     # -- atomic operations used by FleetBreaker ------------------------------------------------
 
     def admit(
-        self, policy: BreakerPolicy, token: str, delivery_key: str | None = None,
+        self,
+        policy: BreakerPolicy,
+        token: str,
+        delivery_key: str | None = None,
         delivery_ttl: int = 0,
     ) -> Admission:
         keys = [*self._keys_all[:3], delivery_key or _NO_DELIVERY_KEY]
-        args = [policy.reset_timeout, policy.trial_calls, policy.trial_lease,
-                policy.rate_window, token, delivery_ttl if delivery_key else 0]
+        args: list[Any] = [
+            policy.reset_timeout,
+            policy.trial_calls,
+            policy.trial_lease,
+            policy.rate_window,
+            token,
+            delivery_ttl if delivery_key else 0,
+        ]
         decision, state, failures, wait, deliveries, transition = self._admit(keys, args)
         moved = _text(transition)
         return Admission(
@@ -83,8 +92,13 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):  # type: ignore[misc]
         )
 
     def record_failure(self, policy: BreakerPolicy, token: str) -> tuple[str, str]:
-        args = [policy.fail_max, token, policy.rate_window, policy.min_calls,
-                policy.failure_rate or 0]
+        args: list[Any] = [
+            policy.fail_max,
+            token,
+            policy.rate_window,
+            policy.min_calls,
+            policy.failure_rate or 0,
+        ]
         old, new, _ = self._failure(self._keys_all, args)
         return _text(old), _text(new)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -47,7 +47,7 @@ class DeadLetterStore:
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         """The newest ``limit`` dead letters, newest first."""
-        ids = self._client.zrevrange(self.index_key, 0, limit - 1)
+        ids = cast(list[bytes], self._client.zrevrange(self.index_key, 0, limit - 1))
         if not ids:
             return []
         raws = self._client.hmget(self.entries_key, ids)

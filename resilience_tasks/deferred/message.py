@@ -36,7 +36,9 @@ class DeferredMessage:
     first_deferred_at: float = 0.0
     deferred_at: float = 0.0
 
-    def deferred_again(self, reason: str, attempts: int, now: float | None = None) -> DeferredMessage:
+    def deferred_again(
+        self, reason: str, attempts: int, now: float | None = None
+    ) -> DeferredMessage:
         """This message, deferred once more at ``now``."""
         now = time.time() if now is None else now
         return replace(

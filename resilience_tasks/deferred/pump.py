@@ -58,8 +58,10 @@ class Pump:
             try:
                 self._publish(message)
             except Exception:
-                logger.exception("could not publish deferred task %s; will retry when its claim "
-                                 "expires", claimed.task_id)
+                logger.exception(
+                    "could not publish deferred task %s; will retry when its claim expires",
+                    claimed.task_id,
+                )
                 report.failed += 1
                 continue
             self._store.ack(claimed.task_id)

@@ -56,9 +56,7 @@ class DeferredStore:
     def claim_due(self, limit: int = 500, lease: float = 60.0) -> list[Claimed]:
         """Claim up to ``limit`` due entries for ``lease`` seconds."""
         flat = self._claim([self.due_key, self.messages_key, self.claims_key], [limit, lease])
-        return [
-            Claimed(task_id=flat[i].decode(), raw=flat[i + 1]) for i in range(0, len(flat), 2)
-        ]
+        return [Claimed(task_id=flat[i].decode(), raw=flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def ack(self, task_id: str) -> None:
         """Forget a claimed entry once it has been published."""

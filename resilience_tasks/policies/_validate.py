@@ -1,4 +1,4 @@
-"""Small checks shared by the policy dataclasses; each raises ``ConfigurationError`` naming the field."""
+"""Checks shared by the policy dataclasses; each raises ``ConfigurationError`` naming the field."""
 
 from __future__ import annotations
 
@@ -22,15 +22,13 @@ def positive_seconds(owner: str, field: str, value: Any, *, allow_zero: bool = F
     )
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{owner}.{field} must be a number of seconds {bound}, got {value!r}")
+        raise ConfigurationError(
+            f"{owner}.{field} must be a number of seconds {bound}, got {value!r}"
+        )
 
 
 def fraction(owner: str, field: str, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0.0 < value <= 1.0
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
         raise ConfigurationError(f"{owner}.{field} must be a fraction in (0, 1], got {value!r}")
 
 

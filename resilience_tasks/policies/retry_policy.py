@@ -73,23 +73,43 @@ class RetryPolicy:
         cls, max_attempts: int = 3, initial: float = 0.5, maximum: float = 10.0, **options: Any
     ) -> RetryPolicy:
         """Waits of ``initial * 2**(n-1)`` seconds, capped at ``maximum``, plus jitter."""
-        return cls(max_attempts=max_attempts, backoff="exponential", initial=initial,
-                   maximum=maximum, **options)
+        return cls(
+            max_attempts=max_attempts,
+            backoff="exponential",
+            initial=initial,
+            maximum=maximum,
+            **options,
+        )
 
     @classmethod
     def fixed(cls, max_attempts: int = 3, wait: float = 1.0, **options: Any) -> RetryPolicy:
         """The same wait between every attempt, plus jitter."""
-        return cls(max_attempts=max_attempts, backoff="fixed", initial=wait,
-                   maximum=max(wait, options.pop("maximum", wait)), **options)
+        return cls(
+            max_attempts=max_attempts,
+            backoff="fixed",
+            initial=wait,
+            maximum=max(wait, options.pop("maximum", wait)),
+            **options,
+        )
 
     @classmethod
     def linear(
-        cls, max_attempts: int = 3, initial: float = 0.5, increment: float = 0.5,
-        maximum: float = 10.0, **options: Any,
+        cls,
+        max_attempts: int = 3,
+        initial: float = 0.5,
+        increment: float = 0.5,
+        maximum: float = 10.0,
+        **options: Any,
     ) -> RetryPolicy:
         """Waits growing by ``increment`` seconds per attempt, capped at ``maximum``."""
-        return cls(max_attempts=max_attempts, backoff="linear", initial=initial,
-                   increment=increment, maximum=maximum, **options)
+        return cls(
+            max_attempts=max_attempts,
+            backoff="linear",
+            initial=initial,
+            increment=increment,
+            maximum=maximum,
+            **options,
+        )
 
     @classmethod
     def none(cls) -> RetryPolicy:
@@ -101,26 +121,63 @@ class RetryPolicy:
     @classmethod
     def llm_api(cls, **overrides: Any) -> RetryPolicy:
         """LLM APIs: slow, overloaded in bursts; long waits leave the worker via the store."""
-        return cls._preset(dict(max_attempts=5, backoff="exponential", initial=1.0,
-                                maximum=60.0, jitter=1.0, max_delay=600.0), overrides)
+        return cls._preset(
+            dict(
+                max_attempts=5,
+                backoff="exponential",
+                initial=1.0,
+                maximum=60.0,
+                jitter=1.0,
+                max_delay=600.0,
+            ),
+            overrides,
+        )
 
     @classmethod
     def http_api(cls, **overrides: Any) -> RetryPolicy:
         """Ordinary HTTP APIs: a few quick retries."""
-        return cls._preset(dict(max_attempts=4, backoff="exponential", initial=0.5,
-                                maximum=15.0, jitter=0.5, max_delay=120.0), overrides)
+        return cls._preset(
+            dict(
+                max_attempts=4,
+                backoff="exponential",
+                initial=0.5,
+                maximum=15.0,
+                jitter=0.5,
+                max_delay=120.0,
+            ),
+            overrides,
+        )
 
     @classmethod
     def database(cls, **overrides: Any) -> RetryPolicy:
         """Databases: dropped connections come back fast; only transient errors are retried."""
-        return cls._preset(dict(max_attempts=5, backoff="linear", initial=0.2, increment=0.5,
-                                maximum=5.0, jitter=0.2, retry_on=TRANSIENT_ERRORS), overrides)
+        return cls._preset(
+            dict(
+                max_attempts=5,
+                backoff="linear",
+                initial=0.2,
+                increment=0.5,
+                maximum=5.0,
+                jitter=0.2,
+                retry_on=TRANSIENT_ERRORS,
+            ),
+            overrides,
+        )
 
     @classmethod
     def tool_server(cls, **overrides: Any) -> RetryPolicy:
         """Tool (MCP) servers: restarts take seconds; retry at a steady pace."""
-        return cls._preset(dict(max_attempts=4, backoff="fixed", initial=2.0, maximum=2.0,
-                                jitter=0.5, max_delay=60.0), overrides)
+        return cls._preset(
+            dict(
+                max_attempts=4,
+                backoff="fixed",
+                initial=2.0,
+                maximum=2.0,
+                jitter=0.5,
+                max_delay=60.0,
+            ),
+            overrides,
+        )
 
     @classmethod
     def _preset(cls, base: dict[str, Any], overrides: dict[str, Any]) -> RetryPolicy:
@@ -137,8 +194,12 @@ class RetryPolicy:
         if self.backoff == "fixed":
             return tenacity.wait_fixed(self.initial) + jitter
         if self.backoff == "linear":
-            return tenacity.wait_incrementing(start=self.initial, increment=self.increment,
-                                              max=self.maximum) + jitter
+            return (
+                tenacity.wait_incrementing(
+                    start=self.initial, increment=self.increment, max=self.maximum
+                )
+                + jitter
+            )
         return tenacity.wait_exponential(multiplier=self.initial, max=self.maximum) + jitter
 
     def wait_after(self, attempt: int) -> float:

@@ -34,8 +34,13 @@ def make(
     client: redis.Redis, prefix: str, listeners: tuple[Any, ...] = (), **policy: Any
 ) -> FleetBreaker:
     storage = RedisFleetStorage(client, "dep", KeySpace(prefix))
-    return FleetBreaker("dep", BreakerPolicy(**policy), storage, listeners=listeners,
-                        not_failures=(Retry, Ignore, SoftTimeLimitExceeded))
+    return FleetBreaker(
+        "dep",
+        BreakerPolicy(**policy),
+        storage,
+        listeners=listeners,
+        not_failures=(Retry, Ignore, SoftTimeLimitExceeded),
+    )
 
 
 def fail() -> None:
@@ -170,9 +175,7 @@ def test_failure_rate_waits_for_min_calls(redis_client: redis.Redis, prefix: str
     assert breaker.current_state == "closed"
 
 
-def test_manual_open_close_half_open_are_fleet_wide(
-    redis_client: redis.Redis, prefix: str
-) -> None:
+def test_manual_open_close_half_open_are_fleet_wide(redis_client: redis.Redis, prefix: str) -> None:
     first = make(redis_client, prefix, reset_timeout=60)
     second = make(redis_client, prefix, reset_timeout=60)
     first.open()

@@ -18,9 +18,11 @@ PROCESSES = 8
 
 def contender(prefix: str, trial_calls: int, start_at: float, out: multiprocessing.Queue) -> None:
     client = redis.Redis.from_url(REDIS_URL)
-    breaker = FleetBreaker("dep", BreakerPolicy(fail_max=1, reset_timeout=0.5,
-                                                trial_calls=trial_calls),
-                           RedisFleetStorage(client, "dep", KeySpace(prefix)))
+    breaker = FleetBreaker(
+        "dep",
+        BreakerPolicy(fail_max=1, reset_timeout=0.5, trial_calls=trial_calls),
+        RedisFleetStorage(client, "dep", KeySpace(prefix)),
+    )
     client.ping()
     time.sleep(max(0.0, start_at - time.time()))
     admitted = 0
@@ -34,14 +36,19 @@ def contender(prefix: str, trial_calls: int, start_at: float, out: multiprocessi
 @pytest.mark.parametrize("trial_calls", [1, 3])
 def test_exactly_the_permitted_trials_across_processes(prefix: str, trial_calls: int) -> None:
     client = redis.Redis.from_url(REDIS_URL)
-    opener = FleetBreaker("dep", BreakerPolicy(fail_max=1, reset_timeout=0.5),
-                          RedisFleetStorage(client, "dep", KeySpace(prefix)))
+    opener = FleetBreaker(
+        "dep",
+        BreakerPolicy(fail_max=1, reset_timeout=0.5),
+        RedisFleetStorage(client, "dep", KeySpace(prefix)),
+    )
     opener.open()
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = context.Queue()
     start_at = time.time() + 3.0  # after the spawned interpreters are up, past reset_timeout
-    processes = [context.Process(target=contender, args=(prefix, trial_calls, start_at, results))
-                 for _ in range(PROCESSES)]
+    processes = [
+        context.Process(target=contender, args=(prefix, trial_calls, start_at, results))
+        for _ in range(PROCESSES)
+    ]
     for process in processes:
         process.start()
     admitted = [results.get(timeout=30) for _ in processes]

@@ -18,8 +18,9 @@ from resilience_tasks.state.keys import KeySpace
 
 
 def message(task_id: str = "t1", **fields: object) -> DeferredMessage:
-    return DeferredMessage(task_id=task_id, task="app.fetch", args=[1, "a"], kwargs={"k": 2},
-                           queue="svc", **fields)  # type: ignore[arg-type]
+    return DeferredMessage(
+        task_id=task_id, task="app.fetch", args=[1, "a"], kwargs={"k": 2}, queue="svc", **fields
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -39,8 +40,16 @@ def test_message_round_trips_through_json() -> None:
     assert original.first_deferred_at > 0
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'{"task_id": "x"}', b'{"bogus": 1}',
-                                 b'{"task_id": "x", "task": "t", "args": "no"}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[1,2]",
+        b'{"task_id": "x"}',
+        b'{"bogus": 1}',
+        b'{"task_id": "x", "task": "t", "args": "no"}',
+    ],
+)
 def test_malformed_messages_are_refused(raw: bytes) -> None:
     with pytest.raises(MalformedMessageError):
         DeferredMessage.from_json(raw)
