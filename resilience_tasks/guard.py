@@ -115,6 +115,9 @@ class TaskGuard:
                     result = self._attempt(body, delivery_key)
                     delivery_key = None
             return result
+        except Defer as wait:  # the body asked to wait (e.g. an idempotency lease is held)
+            used = context.attempts_used + attempt_number - 1
+            raise Defer(wait.delay, wait.reason, used) from wait.__cause__
         except BreakerOpenError as refused:
             used = context.attempts_used + attempt_number - 1
             raise Defer(

@@ -29,6 +29,7 @@ from resilience_tasks.deferred import (
 )
 from resilience_tasks.errors import ConfigurationError
 from resilience_tasks.guard import GuardSettings, TaskGuard
+from resilience_tasks.idempotency import IdempotencyStore
 from resilience_tasks.policies import BreakerPolicy, RetryPolicy
 from resilience_tasks.policies import _validate as check
 from resilience_tasks.state import connection
@@ -84,6 +85,7 @@ class ResilienceManager:
             self.redis = connection.connect(self.url)
         self.deferred = DeferredStore(self.redis, team, self.keys)
         self.dead_letters = DeadLetterStore(self.redis, team, self.keys)
+        self.idempotency = IdempotencyStore(self.redis, team, self.keys)
         self._breakers: dict[str, FleetBreaker] = {}
         self._pump = Pump(self.deferred, self.dead_letters, self._publish)
         self._routes: dict[str, dict[str, str]] = {}

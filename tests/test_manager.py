@@ -71,11 +71,8 @@ def test_open_breaker_defers_and_the_same_result_resolves(
     info = results[0].info
     assert info["reason"] == "breaker open"
 
-    manager.breaker(resource).close()
-    # the pump brings them back once due (reset_timeout after opening, here: on the next
-    # pass after we re-score them as due, as a close transition does for waiting work)
-    for result in results:
-        manager.redis.zadd(manager.deferred.due_key, {result.id: 0}, xx=True)
+    manager.breaker(resource).close()  # an operator closes it and releases the waiting work
+    assert manager.deferred.release() == 5
     assert sorted(r.get(timeout=15) for r in results) == [1, 2, 3, 4, 5]
     assert sorted(calls) == [0, 1, 2, 3, 4]
     assert manager.deferred.depth() == 0
@@ -305,3 +302,23 @@ def test_one_breaker_policy_per_resource(manager: ResilienceManager, unique: str
         manager.task(
             resource=f"svc-{unique}", breaker=BreakerPolicy(fail_max=4), name=f"other-{unique}"
         )(lambda: None)
+
+
+def test_a_duplicate_delivery_does_not_repeat_the_side_effect(
+    manager: ResilienceManager, worker: Start, pump: None, unique: str
+) -> None:
+    sent: list[int] = []
+
+    @manager.task(resource=f"svc-{unique}")
+    def send_mail(order: int) -> str:
+        def side_effect() -> str:
+            sent.append(order)
+            time.sleep(0.5)
+            return f"mail-{order}"
+
+        return manager.idempotency.run_once(f"mail:{order}", side_effect, lease=1.0)
+
+    worker()
+    first, duplicate = send_mail.delay(7), send_mail.delay(7)  # e.g. a redelivery
+    assert first.get(timeout=15) == duplicate.get(timeout=15) == "mail-7"
+    assert sent == [7]

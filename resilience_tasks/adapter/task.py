@@ -110,17 +110,18 @@ class ResilientTask(Task):  # type: ignore[misc]
         if message.age() > runtime.max_defer_age:
             self._dead_letter(
                 message,
-                f"waited {message.age():.0f}s in the deferred store, over max_defer_age="
-                f"{runtime.max_defer_age:.0f}s; last reason: {message.reason}",
+                f"waited {message.age():.1f}s in the deferred store, over max_defer_age="
+                f"{runtime.max_defer_age:g}s; last reason: {message.reason}",
             )
             return
         due = runtime.deferred.add(message, delay)
-        self.backend.store_result(
-            message.task_id,
-            {"reason": message.reason, "due": due, "defer_count": message.defer_count},
-            DEFERRED,
-            request=self.request,
-        )
+        if self._stores_results():
+            self.backend.store_result(
+                message.task_id,
+                {"reason": message.reason, "due": due, "defer_count": message.defer_count},
+                DEFERRED,
+                request=self.request,
+            )
         self._event("task-deferred", reason=message.reason, due=due, resource=runtime.resource)
         logger.info(
             "deferred %s[%s] for %.2fs: %s", self.name, message.task_id, delay, message.reason
@@ -128,11 +129,15 @@ class ResilientTask(Task):  # type: ignore[misc]
 
     def _dead_letter(self, message: DeferredMessage, reason: str) -> None:
         self.runtime.dead_letters.add(message.task_id, reason, message.to_json())
-        self.backend.mark_as_failure(
-            message.task_id, DeadLetteredError(reason), request=self.request
-        )
+        if self._stores_results() or self.store_errors_even_if_ignored:
+            self.backend.mark_as_failure(
+                message.task_id, DeadLetteredError(reason), request=self.request
+            )
         self._event("task-dead-lettered", reason=reason, resource=self.runtime.resource)
         logger.error("dead-lettered %s[%s]: %s", self.name, message.task_id, reason)
+
+    def _stores_results(self) -> bool:
+        return not (self.ignore_result or getattr(self.request, "ignore_result", False))
 
     def _event(self, kind: str, **fields: Any) -> None:
         if self.request.hostname and self.send_events:

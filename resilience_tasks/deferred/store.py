@@ -9,6 +9,7 @@ pump (``pump.py``) claims due work and publishes it again under the same task id
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
@@ -61,6 +62,17 @@ class DeferredStore:
     def ack(self, task_id: str) -> None:
         """Forget a claimed entry once it has been published."""
         self._ack([self.due_key, self.messages_key, self.claims_key], [task_id])
+
+    def release(self, task_ids: list[str] | None = None) -> int:
+        """Make waiting work due now (all of it, or ``task_ids``): for an operator who knows
+        the dependency is back. Returns how many entries were moved."""
+        ids: list[Any] = (
+            task_ids if task_ids is not None else list(self._client.zrange(self.due_key, 0, -1))
+        )
+        if not ids:
+            return 0
+        moved = self._client.zadd(self.due_key, dict.fromkeys(ids, 0), xx=True, ch=True)
+        return int(cast(int, moved))
 
     def get(self, task_id: str) -> DeferredMessage | None:
         raw = self._client.hget(self.messages_key, task_id)

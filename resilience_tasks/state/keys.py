@@ -45,3 +45,9 @@ class KeySpace:
 
     def deliveries(self, team: str, task_id: str) -> str:
         return f"{self.prefix}:team:{team}:deliveries:{task_id}"
+
+    def idempotency_result(self, team: str, key: str) -> str:
+        return f"{self.prefix}:team:{team}:once:{key}:result"
+
+    def idempotency_lease(self, team: str, key: str) -> str:
+        return f"{self.prefix}:team:{team}:once:{key}:lease"

@@ -147,3 +147,13 @@ def test_dead_letters_are_listed_newest_first(dead: DeadLetterStore) -> None:
     assert dead.count() == 2
     dead.remove("one")
     assert dead.count() == 1
+
+
+def test_release_makes_waiting_work_due_now(store: DeferredStore) -> None:
+    store.add(message("a"), 600)
+    store.add(message("b"), 600)
+    assert store.claim_due() == []
+    assert store.release(["a"]) == 1
+    assert [c.task_id for c in store.claim_due()] == ["a"]
+    assert store.release() == 1
+    assert [c.task_id for c in store.claim_due()] == ["b"]
