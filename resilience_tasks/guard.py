@@ -32,7 +32,8 @@ class CallContext:
 
     ``attempts_used`` and ``first_attempt_at`` carry the retry budget across deliveries (they
     travel in the message when it is deferred); ``delivery_key`` is the Redis key counting this
-    message's deliveries, None when the call is not from a message (a direct call).
+    message's redeliveries, given only when the broker marks the message redelivered (a worker
+    died or lost it), so a healthy first delivery writes no counter at all.
     """
 
     task_id: str | None = None
@@ -141,9 +142,8 @@ class TaskGuard:
         if not admission.allowed:
             raise BreakerOpenError(self.breaker.resource, admission.retry_after, admission.state)
         try:
-            result = body()
+            return self.breaker.call_admitted(admission, body)
         except BaseException as error:
-            self.breaker.record(admission, error)
             if admission.trial and self.breaker.is_system_error(error):
                 # The trial was the breaker's probe, not the work's choice: the work waits for
                 # the next trial instead of failing, and the attempt is not charged.
@@ -153,10 +153,9 @@ class TaskGuard:
                     "open after a failed trial",
                 ) from error
             raise
-        self.breaker.record(admission, None)
-        return result
 
-    def _check_deliveries(self, deliveries: int) -> None:
+    def _check_deliveries(self, redeliveries: int) -> None:
+        deliveries = redeliveries + 1  # the first delivery is never counted
         if deliveries > self.settings.max_deliveries:
             raise DeadLetteredError(
                 f"delivered {deliveries} times without finishing (max_deliveries="

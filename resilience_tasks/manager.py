@@ -166,7 +166,9 @@ class ResilienceManager:
                 keys=self.keys,
                 max_defer_age=float(max_defer_age or self.max_defer_age),
             )
-            options = dict(celery_options)
+            # Not shared: Celery would add a shared task to every app finalized later, with
+            # this manager's runtime bound to it.
+            options = {"shared": False, **celery_options}
             self._route(name, options.pop("queue", resource))
             task: ResilientTask = self.app.task(
                 base=ResilientTask, runtime=runtime, name=name, **options

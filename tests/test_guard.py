@@ -104,9 +104,9 @@ def test_a_body_that_defers_itself_keeps_its_attempts(
 def test_too_many_deliveries_dead_letter(
     redis_client: redis.Redis, prefix: str, breaker: bool
 ) -> None:
-    protected = guard(redis_client, prefix, RetryPolicy(), breaker=breaker)
-    context = CallContext(task_id="t", delivery_key=f"{prefix}:deliveries:t")
-    assert protected.run(context, lambda: 1) == 1
-    assert protected.run(context, lambda: 2) == 2
+    protected = guard(redis_client, prefix, RetryPolicy(), breaker=breaker)  # max 2 deliveries
+    redelivery = CallContext(task_id="t", delivery_key=f"{prefix}:deliveries:t")
+    assert protected.run(CallContext(task_id="t"), lambda: 1) == 1  # first delivery: no count
+    assert protected.run(redelivery, lambda: 2) == 2
     with pytest.raises(DeadLetteredError, match="delivered 3 times"):
-        protected.run(context, lambda: 3)
+        protected.run(redelivery, lambda: 3)

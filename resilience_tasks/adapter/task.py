@@ -60,7 +60,9 @@ class ResilientTask(Task):  # type: ignore[misc]
             task_id=request.id,
             attempts_used=int(book.get("attempts", 0)),
             first_attempt_at=float(book.get("first_attempt_at") or time.time()),
-            delivery_key=runtime.keys.deliveries(runtime.team, request.id),
+            delivery_key=(
+                runtime.keys.deliveries(runtime.team, request.id) if _redelivered(request) else None
+            ),
         )
         try:
             return runtime.guard.run(context, lambda: self.run(*args, **kwargs))
@@ -145,6 +147,12 @@ class ResilientTask(Task):  # type: ignore[misc]
                 self.send_event(kind, **fields)
             except Exception:  # an event is an observation; it must not change the outcome
                 logger.debug("could not send %s", kind, exc_info=True)
+
+
+def _redelivered(request: Any) -> bool:
+    """Whether the broker delivers this message again (its worker died or lost it)."""
+    headers = getattr(request, "headers", None) or {}
+    return bool((request.delivery_info or {}).get("redelivered") or headers.get("redelivered"))
 
 
 def _bookkeeping(request: Any) -> dict[str, Any]:

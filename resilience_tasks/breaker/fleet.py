@@ -88,6 +88,12 @@ class FleetBreaker(pybreaker.CircuitBreaker):
         admission = self.admit()
         if not admission.allowed:
             raise BreakerOpenError(self.resource, admission.retry_after, admission.state)
+        return self.call_admitted(admission, func, *args, **kwargs)
+
+    def call_admitted(
+        self, admission: Admission, func: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """Call ``func`` under an admission already granted, and record how it ended."""
         for listener in self.listeners:
             listener.before_call(self, func, *args, **kwargs)
         try:
