@@ -93,7 +93,7 @@ class ResilienceManager:
         install.configure(app, self.visibility_timeout)
         install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
-        poison.install(app, lambda: self.dead_letters)
+        poison.install(app, self.dead_letters)
         self.pump_task = self._install_pump(control_queue, pump_interval)
 
     # -- declaring tasks -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ cannot change a message's fate).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
 from typing import Any
 
 from celery import Celery, bootsteps, signals
@@ -37,8 +37,17 @@ def message_id(message: Any) -> str:
     return str(headers.get("id") or properties.get("correlation_id") or id(message))
 
 
-def install(app: Celery, dead_letters: Callable[[], DeadLetterStore]) -> None:
-    """Record every message ``app``'s workers throw away in ``dead_letters()``."""
+_INSTALLED: weakref.WeakSet[Celery] = weakref.WeakSet()
+
+
+def install(app: Celery, dead_letters: DeadLetterStore) -> None:
+    """Record every message ``app``'s workers throw away in ``dead_letters``.
+
+    Once per app: with several managers on one app, the first one's store receives them.
+    """
+    if app in _INSTALLED:
+        return
+    _INSTALLED.add(app)
 
     class DeadLetterUndecodable(bootsteps.StartStopStep):  # type: ignore[misc]
         """Wraps ``Consumer.on_decode_error``: store the message, then let Celery ack it."""
@@ -49,7 +58,7 @@ def install(app: Celery, dead_letters: Callable[[], DeadLetterStore]) -> None:
 
             def on_decode_error(message: Any, exc: BaseException) -> None:
                 reason = f"cannot decode message ({message.content_type}): {exc}"
-                dead_letters().add(message_id(message), reason, message_record(message))
+                dead_letters.add(message_id(message), reason, message_record(message))
                 original(message, exc)
 
             consumer.on_decode_error = on_decode_error
@@ -60,12 +69,12 @@ def install(app: Celery, dead_letters: Callable[[], DeadLetterStore]) -> None:
         sender: Any, message: Any, exc: BaseException, name: str, id: str, **_: Any
     ) -> None:
         if getattr(sender, "app", None) is app:
-            dead_letters().add(id, f"unknown task {name!r}: {exc}", message_record(message))
+            dead_letters.add(id, f"unknown task {name!r}: {exc}", message_record(message))
 
     def on_rejected(sender: Any, message: Any, exc: BaseException | None, **_: Any) -> None:
         if getattr(sender, "app", None) is app:
             reason = f"rejected message: {exc}" if exc else "message of unknown format"
-            dead_letters().add(message_id(message), reason, message_record(message))
+            dead_letters.add(message_id(message), reason, message_record(message))
 
     signals.task_unknown.connect(on_unknown, weak=False)
     signals.task_rejected.connect(on_rejected, weak=False)
