@@ -10,6 +10,7 @@ exceptions that never reach a user unless something is misused::
     └── DeadLetteredError   the work was moved to the dead-letter store; the reason says why
 
     Defer   (control)   "do not run this now; put it in the deferred store until ``delay`` passes"
+    └── Degrade         "do not run this here; take the degraded path" (e.g. over budget)
 
 ``DeadLetteredError`` is what a caller's ``AsyncResult.get()`` raises for dead-lettered work,
 so it must stay importable by module path and constructible from a single message string.
@@ -65,3 +66,11 @@ class Defer(Exception):
         self.reason = reason
         self.attempts = attempts
         super().__init__(f"deferred for {self.delay:.2f}s: {reason}")
+
+
+class Degrade(Defer):
+    """Control signal: this work should take the resource's degraded path; ``reason`` says why.
+
+    A ``Defer`` too: until a degraded path is configured for the task, the work waits ``delay``
+    seconds in the deferred store instead, with the reason recorded.
+    """

@@ -1,27 +1,30 @@
 """Ask, run, tell: the resilience protocol around one task execution, free of Celery.
 
 For each attempt the guard asks the fleet breaker for admission (one Redis round trip, which
-also counts the message's deliveries on the first attempt), runs the body, and tells the breaker
-how it went. Failed attempts are retried by tenacity while the waits fit the policy's
-in-process budget; a longer wait, or a breaker that refuses, ends in ``Defer``: the Celery
-adapter then moves the message to the deferred store and frees the worker slot. Waiting on the
-breaker never uses up an attempt, and neither does a failed half-open trial: the trial is the
-breaker's probe, so its work goes back to wait for the next one.
+also counts a redelivered message's deliveries and reads what the gates watch), then the gates
+(budget, provider cool-down, rate limit: at most one more round trip), runs the body, and tells
+the breaker and the quota records how it went. Failed attempts are retried by tenacity while
+the waits fit the policy's in-process budget; a longer wait, a refusal, or a provider's 429
+ends in ``Defer``: the Celery adapter then moves the message to the deferred store and frees the
+worker slot. Waiting never uses up an attempt, and neither does a failed half-open trial (the
+trial is the breaker's probe, so its work goes back to wait for the next one).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import tenacity
 
-from resilience_tasks.breaker import FleetBreaker
+from resilience_tasks.breaker import Admission, FleetBreaker
 from resilience_tasks.errors import BreakerOpenError, DeadLetteredError, Defer
+from resilience_tasks.gate import Call, Gate
 from resilience_tasks.policies import RetryPolicy
+from resilience_tasks.quota.report import QuotaReporter, collecting
 
 T = TypeVar("T")
 
@@ -40,6 +43,7 @@ class CallContext:
     attempts_used: int = 0
     first_attempt_at: float | None = None
     delivery_key: str | None = None
+    call: Call = field(default_factory=Call)
 
 
 @dataclass(frozen=True)
@@ -76,23 +80,30 @@ class _RetryBudget:
 
 
 class TaskGuard:
-    """The protocol for one declared task: its breaker, its retry policy, its limits."""
+    """The protocol for one declared task: its breaker, gates, retry policy and reporter."""
 
     def __init__(
         self,
-        breaker: FleetBreaker | None,
+        breaker: Callable[[], FleetBreaker],
         retry: RetryPolicy,
         settings: GuardSettings,
-        count_delivery: Callable[[str, int], int],
+        gates: Sequence[Gate] = (),
+        reporter: QuotaReporter | None = None,
         not_retryable: tuple[type[BaseException], ...] = (),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.breaker = breaker
+        self._breaker = breaker
         self.retry = retry
         self.settings = settings
-        self._count_delivery = count_delivery
+        self.gates = tuple(gates)
+        self.reporter = reporter
         self._not_retryable = (Defer, BreakerOpenError, DeadLetteredError, *not_retryable)
         self._sleep = sleep
+
+    @property
+    def breaker(self) -> FleetBreaker:
+        """The resource's breaker, looked up per call: a later declaration of its policy holds."""
+        return self._breaker()
 
     def run(self, context: CallContext, body: Callable[[], T]) -> T:
         """Run ``body`` under the protocol; raise ``Defer`` when the work must wait."""
@@ -105,20 +116,17 @@ class TaskGuard:
             reraise=True,
         )
         delivery_key = context.delivery_key
-        if delivery_key is not None and self.breaker is None:
-            self._check_deliveries(self._count_delivery(delivery_key, self.settings.delivery_ttl))
-            delivery_key = None
         attempt_number = 0
         try:
             for attempt in retrying:
                 attempt_number = attempt.retry_state.attempt_number
                 with attempt:
-                    result = self._attempt(body, delivery_key)
+                    result = self._attempt(context.call, body, delivery_key)
                     delivery_key = None
             return result
-        except Defer as wait:  # the body asked to wait (e.g. an idempotency lease is held)
+        except Defer as wait:  # a gate, the provider or the body asked to wait (or degrade)
             used = context.attempts_used + attempt_number - 1
-            raise Defer(wait.delay, wait.reason, used) from wait.__cause__
+            raise type(wait)(wait.delay, wait.reason, used) from wait.__cause__
         except BreakerOpenError as refused:
             used = context.attempts_used + attempt_number - 1
             raise Defer(
@@ -133,26 +141,46 @@ class TaskGuard:
             )
             raise Defer(budget.next_wait, reason, used) from error
 
-    def _attempt(self, body: Callable[[], T], delivery_key: str | None) -> T:
-        if self.breaker is None:
-            return body()
-        admission = self.breaker.admit(delivery_key, self.settings.delivery_ttl)
+    def _attempt(self, call: Call, body: Callable[[], T], delivery_key: str | None) -> T:
+        breaker = self.breaker
+        watch = tuple(key for gate in self.gates for key in gate.watch(call))
+        admission = breaker.admit(delivery_key, self.settings.delivery_ttl, watch)
         if delivery_key is not None:
             self._check_deliveries(admission.deliveries)
         if not admission.allowed:
-            raise BreakerOpenError(self.breaker.resource, admission.retry_after, admission.state)
+            raise BreakerOpenError(breaker.resource, admission.retry_after, admission.state)
+        watched = dict(zip(watch, admission.watched, strict=True))
         try:
-            return self.breaker.call_admitted(admission, body)
-        except BaseException as error:
-            if admission.trial and self.breaker.is_system_error(error):
-                # The trial was the breaker's probe, not the work's choice: the work waits for
-                # the next trial instead of failing, and the attempt is not charged.
-                raise BreakerOpenError(
-                    self.breaker.resource,
-                    self.breaker.policy.reset_timeout,
-                    "open after a failed trial",
-                ) from error
+            for gate in self.gates:
+                gate.check(call, watched)
+        except BaseException:
+            breaker.release(admission)
             raise
+        with collecting() as report:
+            try:
+                return breaker.call_admitted(admission, body)
+            except BaseException as error:
+                outcome = self._outcome(breaker, admission, error)
+                if outcome is error:
+                    raise
+                raise outcome from error
+            finally:
+                if report and self.reporter is not None:
+                    self.reporter.record(report)
+
+    def _outcome(
+        self, breaker: FleetBreaker, admission: Admission, error: BaseException
+    ) -> BaseException:
+        """What a failed call turns into: a wait (429, failed trial) or the error itself."""
+        if self.reporter is not None and self.reporter.is_rate_limit(error):
+            return self.reporter.defer_for(error)
+        if admission.trial and breaker.is_system_error(error):
+            # The trial was the breaker's probe, not the work's choice: the work waits for the
+            # next trial instead of failing, and the attempt is not charged.
+            return BreakerOpenError(
+                breaker.resource, breaker.policy.reset_timeout, "open after a failed trial"
+            )
+        return error
 
     def _check_deliveries(self, redeliveries: int) -> None:
         deliveries = redeliveries + 1  # the first delivery is never counted

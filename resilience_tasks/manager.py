@@ -32,6 +32,12 @@ from resilience_tasks.guard import GuardSettings, TaskGuard
 from resilience_tasks.idempotency import IdempotencyStore
 from resilience_tasks.policies import BreakerPolicy, RetryPolicy
 from resilience_tasks.policies import _validate as check
+from resilience_tasks.quota.budget import Budget, OnExceed, SpendLedger
+from resilience_tasks.quota.gates import BudgetGate, CooldownGate, RateLimitGate
+from resilience_tasks.quota.provider import QuotaParser, QuotaStore
+from resilience_tasks.quota.rate_limit import FleetRateLimiter, RateLimit
+from resilience_tasks.quota.report import QuotaReporter
+from resilience_tasks.resources import Resources, ResourceSpec
 from resilience_tasks.state import connection
 from resilience_tasks.state.keys import KeySpace
 
@@ -87,6 +93,11 @@ class ResilienceManager:
         self.dead_letters = DeadLetterStore(self.redis, team, self.keys)
         self.idempotency = IdempotencyStore(self.redis, team, self.keys)
         self._breakers: dict[str, FleetBreaker] = {}
+        self._explicit_breakers: set[str] = set()
+        self.resources = Resources()
+        self.limiter = FleetRateLimiter(self.redis, self.keys)
+        self.ledger = SpendLedger(self.redis, self.keys)
+        self.quotas = QuotaStore(self.redis, self.keys)
         self._pump = Pump(self.deferred, self.dead_letters, self._publish)
         self._routes: dict[str, dict[str, str]] = {}
 
@@ -107,6 +118,8 @@ class ResilienceManager:
         resource: str,
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
+        interactive: bool = False,
         max_defer_age: float | None = None,
         **celery_options: Any,
     ) -> ResilientTask: ...
@@ -120,6 +133,8 @@ class ResilienceManager:
         resource: str,
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
+        interactive: bool = False,
         max_defer_age: float | None = None,
         **celery_options: Any,
     ) -> Callable[[Callable[..., Any]], ResilientTask]: ...
@@ -132,6 +147,8 @@ class ResilienceManager:
         resource: str,
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
+        interactive: bool = False,
         max_defer_age: float | None = None,
         **celery_options: Any,
     ) -> ResilientTask | Callable[[Callable[..., Any]], ResilientTask]:
@@ -141,16 +158,13 @@ class ResilienceManager:
         unknown ones raise ``ConfigurationError`` naming them. The task's queue defaults to
         the resource's name.
         """
-        if not isinstance(resource, str) or not resource or ":" in resource:
-            raise ConfigurationError(
-                f"resource must be a non-empty name without ':', got {resource!r}"
-            )
-        if breaker is not None and not isinstance(breaker, BreakerPolicy):
-            raise ConfigurationError(f"breaker must be a BreakerPolicy, got {breaker!r}")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy, got {retry!r}")
         if max_defer_age is not None:
             check.positive_seconds("task", "max_defer_age", max_defer_age)
+        if not isinstance(interactive, bool):
+            raise ConfigurationError(f"interactive must be True or False, got {interactive!r}")
+        self.resource(resource, breaker=breaker, rate_limit=rate_limit)
 
         def decorate(func: Callable[..., Any]) -> ResilientTask:
             name = celery_options.get("name") or gen_task_name(
@@ -160,11 +174,12 @@ class ResilienceManager:
             runtime = TaskRuntime(
                 team=self.team,
                 resource=resource,
-                guard=self._guard(resource, breaker, retry),
+                guard=self._guard(resource, retry),
                 deferred=self.deferred,
                 dead_letters=self.dead_letters,
                 keys=self.keys,
                 max_defer_age=float(max_defer_age or self.max_defer_age),
+                interactive=interactive,
             )
             # Not shared: Celery would add a shared task to every app finalized later, with
             # this manager's runtime bound to it.
@@ -181,42 +196,104 @@ class ResilienceManager:
         self._routes[task_name] = {"queue": queue}
         install.add_queue(self.app, queue)
 
-    def breaker(self, resource: str, policy: BreakerPolicy | None = None) -> FleetBreaker:
-        """The fleet breaker of ``resource``; one policy per resource."""
+    # -- declaring resources and budgets -------------------------------------------------------
+
+    def resource(
+        self,
+        name: str,
+        *,
+        breaker: BreakerPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
+        prices: dict[str, float] | None = None,
+        rate_limit_errors: tuple[type[BaseException], ...] | None = None,
+        quota_parser: QuotaParser | None = None,
+    ) -> ResourceSpec:
+        """Declare what is known of a resource, in one place.
+
+        ``rate_limit`` holds for the whole fleet (``"10/second;500/minute"``, or a
+        ``RateLimit`` keyed per team or API key); ``prices`` are dollars per unit reported with
+        ``report_usage``; ``rate_limit_errors`` are a client library's quota exceptions (read
+        like a 429); ``quota_parser`` reads quota headers of a shape we do not know.
+        """
+        if breaker is not None and not isinstance(breaker, BreakerPolicy):
+            raise ConfigurationError(f"breaker must be a BreakerPolicy, got {breaker!r}")
+        spec = self.resources.declare(
+            name, rate_limit=rate_limit, prices=prices, rate_limit_errors=rate_limit_errors
+        )
+        if breaker is not None or name not in self._breakers:
+            self._declare_breaker(name, breaker)
+        if rate_limit_errors:
+            self._breakers[name].add_excluded_exceptions(*rate_limit_errors)
+        if quota_parser is not None:
+            if not callable(quota_parser):
+                raise ConfigurationError(f"quota_parser must be callable, got {quota_parser!r}")
+            self.quotas.use_parser(name, quota_parser)
+        return spec
+
+    def budget(
+        self, spec: str, *, resource: str | None = None, on_exceed: OnExceed = "defer"
+    ) -> Budget:
+        """Cap this team's spend per UTC day (on one resource if named); checked before calls."""
+        budget = Budget(spec, on_exceed)
+        self.resources.set_budget(budget, resource)
+        return budget
+
+    def breaker(self, resource: str) -> FleetBreaker:
+        """The fleet breaker of a declared resource."""
+        if resource not in self._breakers:
+            raise ConfigurationError(
+                f"unknown resource {resource!r}; known: {sorted(self._breakers)}"
+            )
+        return self._breakers[resource]
+
+    def _declare_breaker(self, resource: str, policy: BreakerPolicy | None) -> None:
+        """One policy per resource; the default holds until a policy is declared."""
         existing = self._breakers.get(resource)
-        if existing is not None:
-            if policy is not None and policy != existing.policy:
+        if existing is not None and resource in self._explicit_breakers:
+            if policy != existing.policy:
                 raise ConfigurationError(
                     f"resource {resource!r} already has breaker {existing.policy.describe()}; "
-                    f"a second task declared {policy.describe()}: declare one policy per resource"
+                    f"another declaration says {policy.describe() if policy else None}: "
+                    f"declare one policy per resource"
                 )
-            return existing
-        fleet_breaker = FleetBreaker(
+            return
+        if policy is not None:
+            self._explicit_breakers.add(resource)
+        self._breakers[resource] = FleetBreaker(
             resource,
             policy or BreakerPolicy(),
             RedisFleetStorage(self.redis, resource, self.keys),
-            not_failures=CELERY_CONTROL,
+            not_failures=(*CELERY_CONTROL, *self.resources.get(resource).rate_limit_errors),
         )
-        self._breakers[resource] = fleet_breaker
-        return fleet_breaker
 
-    def _guard(
-        self, resource: str, breaker: BreakerPolicy | None, retry: RetryPolicy | None
-    ) -> TaskGuard:
+    def _guard(self, resource: str, retry: RetryPolicy | None) -> TaskGuard:
         delivery_ttl = int(max(3600.0, self.visibility_timeout * (self.max_deliveries + 2)))
+        spec = self.resources.get(resource)
+        gates = (
+            CooldownGate(resource, self.keys),
+            BudgetGate(self.team, resource, self.keys, lambda: self.resources.budgets(resource)),
+            RateLimitGate(
+                self.team, resource, self.keys, self.limiter, lambda: spec.rate_limit, self.redis
+            ),
+        )
+        reporter = QuotaReporter(
+            self.team,
+            resource,
+            self.redis,
+            self.keys,
+            self.ledger,
+            self.quotas,
+            pricing=lambda: spec.pricing,
+            rate_limit_errors=lambda: spec.rate_limit_errors,
+        )
         return TaskGuard(
-            breaker=self.breaker(resource, breaker),
+            breaker=lambda: self._breakers[resource],
             retry=retry or RetryPolicy.none(),
             settings=GuardSettings(max_deliveries=self.max_deliveries, delivery_ttl=delivery_ttl),
-            count_delivery=self._count_delivery,
+            gates=gates,
+            reporter=reporter,
             not_retryable=CELERY_CONTROL,
         )
-
-    def _count_delivery(self, key: str, ttl: int) -> int:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, ttl)
-        return int(pipe.execute()[0])
 
     # -- the deferred pump ---------------------------------------------------------------------
 

@@ -11,28 +11,13 @@ from resilience_tasks.guard import CallContext, GuardSettings, TaskGuard
 from resilience_tasks.state.keys import KeySpace
 
 
-def count_with(client: redis.Redis):  # type: ignore[no-untyped-def]
-    def count(key: str, ttl: int) -> int:
-        value = int(client.incr(key))
-        client.expire(key, ttl)
-        return value
-
-    return count
-
-
-def guard(client: redis.Redis, prefix: str, retry: RetryPolicy, breaker: bool = True) -> TaskGuard:
-    fleet = (
-        FleetBreaker(
-            "dep",
-            BreakerPolicy(fail_max=2, reset_timeout=5),
-            RedisFleetStorage(client, "dep", KeySpace(prefix)),
-        )
-        if breaker
-        else None
+def guard(client: redis.Redis, prefix: str, retry: RetryPolicy, fail_max: int = 10) -> TaskGuard:
+    fleet = FleetBreaker(
+        "dep",
+        BreakerPolicy(fail_max=fail_max, reset_timeout=5),
+        RedisFleetStorage(client, "dep", KeySpace(prefix)),
     )
-    return TaskGuard(
-        fleet, retry, GuardSettings(max_deliveries=2), count_with(client), sleep=lambda _: None
-    )
+    return TaskGuard(lambda: fleet, retry, GuardSettings(max_deliveries=2), sleep=lambda _: None)
 
 
 def test_retries_within_the_budget_then_succeeds(redis_client: redis.Redis, prefix: str) -> None:
@@ -45,7 +30,7 @@ def test_retries_within_the_budget_then_succeeds(redis_client: redis.Redis, pref
         return "done"
 
     retry = RetryPolicy.fixed(max_attempts=3, wait=0.01)
-    assert guard(redis_client, prefix, retry, breaker=False).run(CallContext(), body) == "done"
+    assert guard(redis_client, prefix, retry).run(CallContext(), body) == "done"
     assert len(calls) == 3
 
 
@@ -58,7 +43,7 @@ def test_a_wait_beyond_the_budget_defers_with_the_attempts_used(
         raise TimeoutError("slow")
 
     with pytest.raises(Defer) as waiting:
-        guard(redis_client, prefix, retry, breaker=False).run(CallContext(attempts_used=2), body)
+        guard(redis_client, prefix, retry).run(CallContext(attempts_used=2), body)
     assert waiting.value.attempts == 3
     assert waiting.value.delay == 10.0
     assert "retry 4/5" in waiting.value.reason
@@ -71,13 +56,13 @@ def test_the_last_attempt_raises_the_error(redis_client: redis.Redis, prefix: st
         raise TimeoutError("still slow")
 
     with pytest.raises(TimeoutError):
-        guard(redis_client, prefix, retry, breaker=False).run(CallContext(attempts_used=2), body)
+        guard(redis_client, prefix, retry).run(CallContext(attempts_used=2), body)
 
 
 def test_an_open_breaker_defers_without_charging_an_attempt(
     redis_client: redis.Redis, prefix: str
 ) -> None:
-    protected = guard(redis_client, prefix, RetryPolicy.fixed(max_attempts=5, wait=0.0))
+    protected = guard(redis_client, prefix, RetryPolicy.fixed(max_attempts=5, wait=0.0), 2)
 
     def body() -> None:
         raise ConnectionError("down")
@@ -100,11 +85,8 @@ def test_a_body_that_defers_itself_keeps_its_attempts(
     assert (waiting.value.delay, waiting.value.attempts) == (3.0, 1)
 
 
-@pytest.mark.parametrize("breaker", [True, False])
-def test_too_many_deliveries_dead_letter(
-    redis_client: redis.Redis, prefix: str, breaker: bool
-) -> None:
-    protected = guard(redis_client, prefix, RetryPolicy(), breaker=breaker)  # max 2 deliveries
+def test_too_many_deliveries_dead_letter(redis_client: redis.Redis, prefix: str) -> None:
+    protected = guard(redis_client, prefix, RetryPolicy())  # max 2 deliveries
     redelivery = CallContext(task_id="t", delivery_key=f"{prefix}:deliveries:t")
     assert protected.run(CallContext(task_id="t"), lambda: 1) == 1  # first delivery: no count
     assert protected.run(redelivery, lambda: 2) == 2

@@ -20,6 +20,7 @@ from celery.exceptions import Ignore
 
 from resilience_tasks.deferred import DeadLetterStore, DeferredMessage, DeferredStore
 from resilience_tasks.errors import BreakerOpenError, DeadLetteredError, Defer
+from resilience_tasks.gate import Call
 from resilience_tasks.guard import CallContext, TaskGuard
 from resilience_tasks.state.keys import KeySpace
 
@@ -42,6 +43,7 @@ class TaskRuntime:
     dead_letters: DeadLetterStore
     keys: KeySpace
     max_defer_age: float
+    interactive: bool = False
 
 
 class ResilientTask(Task):  # type: ignore[misc]
@@ -63,6 +65,7 @@ class ResilientTask(Task):  # type: ignore[misc]
             delivery_key=(
                 runtime.keys.deliveries(runtime.team, request.id) if _redelivered(request) else None
             ),
+            call=Call(args, kwargs, bool(book.get("interactive", runtime.interactive))),
         )
         try:
             return runtime.guard.run(context, lambda: self.run(*args, **kwargs))
@@ -78,7 +81,8 @@ class ResilientTask(Task):  # type: ignore[misc]
     def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A plain function call (no message): nothing to defer, so waiting becomes an error."""
         try:
-            return self.runtime.guard.run(CallContext(), lambda: self.run(*args, **kwargs))
+            context = CallContext(call=Call(args, kwargs, self.runtime.interactive))
+            return self.runtime.guard.run(context, lambda: self.run(*args, **kwargs))
         except Defer as wait:
             if wait.__cause__ is not None:
                 raise wait.__cause__ from None
@@ -105,6 +109,7 @@ class ResilientTask(Task):  # type: ignore[misc]
             first_attempt_at=context.first_attempt_at or 0.0,
             defer_count=int(book.get("defer_count", 0)),
             first_deferred_at=float(book.get("first_deferred_at", 0.0)),
+            interactive=context.call.interactive,
         )
 
     def _defer(self, message: DeferredMessage, delay: float) -> None:
@@ -188,5 +193,6 @@ def publish_headers(message: DeferredMessage) -> dict[str, Any]:
             "first_attempt_at": message.first_attempt_at,
             "defer_count": message.defer_count,
             "first_deferred_at": message.first_deferred_at,
+            "interactive": message.interactive,
         }
     }

@@ -21,11 +21,12 @@ from pybreaker import CBStateType
 from resilience_tasks.breaker.storage import Admission, RedisFleetStorage
 from resilience_tasks.errors import BreakerOpenError, Defer
 from resilience_tasks.policies import BreakerPolicy
+from resilience_tasks.quota.provider import RateLimitedError
 
 T = TypeVar("T")
 
 #: Exceptions that are never the dependency's fault, whatever the policy says.
-NEVER_FAILURES: tuple[type[BaseException], ...] = (Defer, BreakerOpenError)
+NEVER_FAILURES: tuple[type[BaseException], ...] = (Defer, BreakerOpenError, RateLimitedError)
 
 
 class FleetBreaker(pybreaker.CircuitBreaker):
@@ -55,15 +56,28 @@ class FleetBreaker(pybreaker.CircuitBreaker):
 
     # -- ask, then tell ------------------------------------------------------------------------
 
-    def admit(self, delivery_key: str | None = None, delivery_ttl: int = 0) -> Admission:
+    def admit(
+        self,
+        delivery_key: str | None = None,
+        delivery_ttl: int = 0,
+        watch: tuple[str, ...] = (),
+    ) -> Admission:
         """Ask whether a call may go to the dependency now (one round trip).
 
-        ``delivery_key`` lets the caller count a message's deliveries in the same round trip.
+        ``delivery_key`` lets the caller count a message's deliveries, and ``watch`` names keys
+        whose values the other admission checks need, in the same round trip.
         """
-        admission = self._storage.admit(self.policy, uuid.uuid4().hex, delivery_key, delivery_ttl)
+        admission = self._storage.admit(
+            self.policy, uuid.uuid4().hex, delivery_key, delivery_ttl, watch
+        )
         if admission.transition:
             self._notify(*admission.transition)
         return admission
+
+    def release(self, admission: Admission) -> None:
+        """Hand back an admission whose call did not go out (another check refused it)."""
+        if admission.trial:
+            self._storage.release_trial(admission.token)
 
     def record(self, admission: Admission, error: BaseException | None) -> None:
         """Tell the breaker how an admitted call ended; ``error`` is None on success."""

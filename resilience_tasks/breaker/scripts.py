@@ -17,13 +17,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
-# KEYS: breaker, trial leases, call window, delivery counter
+# KEYS: breaker, trial leases, call window, delivery counter, then keys to read (watched)
 # ARGV: reset_timeout, trial_calls, trial_lease, window (0 = off), token, delivery_ttl (0 = off)
-# Returns {decision, state, failures, wait, deliveries, transition}
+# Returns {decision, state, failures, wait, deliveries, transition, {watched values}}
 #   decision: 0 refused, 1 admitted, 2 admitted as a half-open trial
+# The watched keys (today's spend, a provider cool-down...) ride along so the other admission
+# checks cost no round trip of their own.
 ADMIT = (
     _NOW
     + """
+local watched = {}
+for i = 5, #KEYS do watched[i - 4] = redis.call('GET', KEYS[i]) or '' end
 local deliveries = 0
 if tonumber(ARGV[6]) > 0 then
   deliveries = redis.call('INCR', KEYS[4])
@@ -38,13 +42,13 @@ if state == 'closed' then
     redis.call('HINCRBY', KEYS[3], math.floor(now), 1)
     redis.call('EXPIRE', KEYS[3], window + 1)
   end
-  return {1, state, failures, '0', deliveries, ''}
+  return {1, state, failures, '0', deliveries, '', watched}
 end
 local transition = ''
 if state == 'open' then
   local reopen = tonumber(b[3] or '0') + tonumber(ARGV[1])
   if now < reopen then
-    return {0, state, failures, tostring(reopen - now), deliveries, ''}
+    return {0, state, failures, tostring(reopen - now), deliveries, '', watched}
   end
   redis.call('HSET', KEYS[1], 'state', 'half-open', 'successes', 0)
   redis.call('DEL', KEYS[2])
@@ -54,11 +58,11 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[5])
-  return {2, state, failures, '0', deliveries, transition}
+  return {2, state, failures, '0', deliveries, transition, watched}
 end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local wait = math.min(tonumber(first[2]) - now, tonumber(ARGV[1]))
-return {0, state, failures, tostring(wait), deliveries, transition}
+return {0, state, failures, tostring(wait), deliveries, transition, watched}
 """
 )
 

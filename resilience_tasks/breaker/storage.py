@@ -35,6 +35,7 @@ class Admission:
     deliveries: int
     token: str
     transition: tuple[str, str] | None = None
+    watched: tuple[bytes | None, ...] = ()
 
 
 def _text(value: Any) -> str:
@@ -68,8 +69,9 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
         token: str,
         delivery_key: str | None = None,
         delivery_ttl: int = 0,
+        watch: tuple[str, ...] = (),
     ) -> Admission:
-        keys = [*self._keys_all[:3], delivery_key or _NO_DELIVERY_KEY]
+        keys = [*self._keys_all[:3], delivery_key or _NO_DELIVERY_KEY, *watch]
         args: list[Any] = [
             policy.reset_timeout,
             policy.trial_calls,
@@ -78,7 +80,7 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
             token,
             delivery_ttl if delivery_key else 0,
         ]
-        decision, state, failures, wait, deliveries, transition = self._admit(keys, args)
+        decision, state, failures, wait, deliveries, transition, watched = self._admit(keys, args)
         moved = _text(transition)
         return Admission(
             allowed=int(decision) > 0,
@@ -89,7 +91,12 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
             deliveries=int(deliveries),
             token=token,
             transition=tuple(moved.split(">")) if moved else None,  # type: ignore[arg-type]
+            watched=tuple(value or None for value in watched),
         )
+
+    def release_trial(self, token: str) -> None:
+        """Give back a trial lease without a verdict (the call never went out)."""
+        self._client.zrem(self._keys_all[1], token)
 
     def record_failure(self, policy: BreakerPolicy, token: str) -> tuple[str, str]:
         args: list[Any] = [

@@ -35,6 +35,7 @@ class DeferredMessage:
     defer_count: int = 0
     first_deferred_at: float = 0.0
     deferred_at: float = 0.0
+    interactive: bool = False
 
     def deferred_again(
         self, reason: str, attempts: int, now: float | None = None

@@ -27,6 +27,28 @@ class KeySpace:
     def failure_window(self, resource: str) -> str:
         return f"{self.prefix}:res:{resource}:fails"
 
+    def quota(self, resource: str) -> str:
+        return f"{self.prefix}:res:{resource}:quota"
+
+    def cooldown(self, resource: str) -> str:
+        return f"{self.prefix}:res:{resource}:cooldown-until"
+
+    def interactive_waiting(self, resource: str) -> str:
+        return f"{self.prefix}:res:{resource}:interactive-waiting"
+
+    # -- spend, per UTC day --------------------------------------------------------------------
+    def team_spend(self, team: str, day: str) -> str:
+        return f"{self.prefix}:spend:{day}:team:{team}"
+
+    def resource_spend(self, resource: str, day: str) -> str:
+        return f"{self.prefix}:spend:{day}:res:{resource}"
+
+    def team_resource_spend(self, team: str, resource: str, day: str) -> str:
+        return f"{self.prefix}:spend:{day}:team:{team}:res:{resource}"
+
+    def team_resource_units(self, team: str, resource: str, day: str) -> str:
+        return f"{self.prefix}:units:{day}:team:{team}:res:{resource}"
+
     # -- per team ------------------------------------------------------------------------------
     def deferred_due(self, team: str) -> str:
         return f"{self.prefix}:team:{team}:deferred:due"

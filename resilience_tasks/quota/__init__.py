@@ -1,0 +1,1 @@
+"""Rate limits, provider quotas, usage and budgets."""

@@ -1,0 +1,186 @@
+"""What providers say about their quotas: ``429`` answers and rate-limit headers.
+
+A ``429`` (or a client library's rate-limit exception) is a rate signal, not a failure: the
+work is deferred for ``Retry-After`` and the breaker does not count it. Quota headers are
+recorded per resource, so the rest of the system knows how much is left before it hits zero.
+OpenAI-compatible (``x-ratelimit-*``) and Anthropic (``anthropic-ratelimit-*``) shapes are read
+out of the box; pass a parser for any other shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from resilience_tasks.errors import ResilienceError
+from resilience_tasks.state.keys import KeySpace
+
+QuotaParser = Callable[[Mapping[str, str]], dict[str, float]]
+
+#: Seconds to wait on a 429 that gives no Retry-After.
+DEFAULT_RETRY_AFTER = 1.0
+
+
+class RateLimitedError(ResilienceError):
+    """The provider refused the call for quota (HTTP 429); ``retry_after`` is in seconds.
+
+    Raise it from a task (or let the resource's ``rate_limit_errors`` map a client's own
+    exception to it): the work waits that long in the deferred store, without counting as a
+    breaker failure or using an attempt.
+    """
+
+    def __init__(
+        self,
+        message: str = "rate limited by the provider",
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds from ``Retry-After`` (delta seconds or an HTTP date) or ``retry-after-ms``."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    if "retry-after-ms" in lowered:
+        try:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def raise_for_rate_limit(status: int, headers: Mapping[str, str]) -> None:
+    """Raise ``RateLimitedError`` if ``status`` is 429; otherwise do nothing."""
+    if status == 429:
+        raise RateLimitedError("HTTP 429 from the provider", parse_retry_after(headers), headers)
+
+
+def as_rate_limited(error: BaseException) -> RateLimitedError:
+    """A client library's rate-limit exception, read as ``RateLimitedError``.
+
+    Looks for response headers where httpx-based clients (OpenAI, Anthropic) keep them.
+    """
+    if isinstance(error, RateLimitedError):
+        return error
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or getattr(error, "headers", None) or {}
+    headers = {str(k): str(v) for k, v in dict(headers).items()}
+    return RateLimitedError(f"{type(error).__name__}: {error}", parse_retry_after(headers), headers)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(text: str) -> float | None:
+    """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``."""
+    parts = _DURATION.findall(text.strip())
+    if not parts:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(amount) * scale[unit] for amount, unit in parts)
+
+
+def openai_quota(headers: Mapping[str, str]) -> dict[str, float]:
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    quota: dict[str, float] = {}
+    for kind in ("requests", "tokens"):
+        for field in ("limit", "remaining"):
+            value = lowered.get(f"x-ratelimit-{field}-{kind}")
+            if value is not None:
+                with contextlib.suppress(ValueError):
+                    quota[f"{field}_{kind}"] = float(value)
+        reset = lowered.get(f"x-ratelimit-reset-{kind}")
+        seconds = parse_duration(reset) if reset is not None else None
+        if seconds is not None:
+            quota[f"reset_{kind}"] = seconds
+    return quota
+
+
+def anthropic_quota(headers: Mapping[str, str]) -> dict[str, float]:
+    """``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`` (reset: RFC 3339)."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    quota: dict[str, float] = {}
+    for kind in ("requests", "tokens"):
+        for field in ("limit", "remaining"):
+            value = lowered.get(f"anthropic-ratelimit-{kind}-{field}")
+            if value is not None:
+                with contextlib.suppress(ValueError):
+                    quota[f"{field}_{kind}"] = float(value)
+        reset = lowered.get(f"anthropic-ratelimit-{kind}-reset")
+        if reset is not None:
+            try:
+                from datetime import datetime
+
+                when = datetime.fromisoformat(reset.replace("Z", "+00:00"))
+                quota[f"reset_{kind}"] = max(0.0, when.timestamp() - time.time())
+            except ValueError:
+                pass
+    return quota
+
+
+DEFAULT_PARSERS: tuple[QuotaParser, ...] = (openai_quota, anthropic_quota)
+
+
+class QuotaStore:
+    """The latest quota each resource's provider reported, with when it was seen."""
+
+    def __init__(
+        self, client: redis.Redis, keys: KeySpace | None = None, ttl: float = 86_400.0
+    ) -> None:
+        self._client = client
+        self._keys = keys or KeySpace()
+        self._ttl = int(ttl)
+        self._parsers: dict[str, tuple[QuotaParser, ...]] = {}
+
+    def use_parser(self, resource: str, parser: QuotaParser) -> None:
+        """Read ``resource``'s headers with ``parser`` (before the built-in shapes)."""
+        self._parsers[resource] = (parser, *DEFAULT_PARSERS)
+
+    def observe(self, resource: str, headers: Mapping[str, str]) -> dict[str, float]:
+        """Record what ``headers`` say of ``resource``'s quota; returns what was read."""
+        quota: dict[str, float] = {}
+        for parser in self._parsers.get(resource, DEFAULT_PARSERS):
+            quota.update(parser(headers))
+        if quota:
+            now = time.time()
+            fields: dict[Any, Any] = {**quota, "observed_at": now}
+            for kind in ("requests", "tokens"):
+                if f"reset_{kind}" in quota:
+                    fields[f"resets_at_{kind}"] = now + quota[f"reset_{kind}"]
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(self._keys.quota(resource), mapping=fields)
+            pipe.expire(self._keys.quota(resource), self._ttl)
+            pipe.execute()
+        return quota
+
+    def get(self, resource: str) -> dict[str, float]:
+        """The last recorded quota of ``resource`` (empty if none was seen recently)."""
+        raw = self._client.hgetall(self._keys.quota(resource))
+        return {_text(key): float(_text(value)) for key, value in raw.items()}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
