@@ -184,6 +184,7 @@ class ResilienceManager:
             # Not shared: Celery would add a shared task to every app finalized later, with
             # this manager's runtime bound to it.
             options = {"shared": False, **celery_options}
+            options.pop("name", None)
             self._route(name, options.pop("queue", resource))
             task: ResilientTask = self.app.task(
                 base=ResilientTask, runtime=runtime, name=name, **options

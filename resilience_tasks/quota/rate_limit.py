@@ -198,6 +198,11 @@ class FleetRateLimiter:
             for item in limit.windows
         }
 
+    def clear(self, limit: RateLimit, identifiers: tuple[str, ...]) -> None:
+        """Empty the limit's windows (an operator's reset, e.g. after a provider raised a quota)."""
+        for item in limit.windows:
+            self._limiter.clear(item, *identifiers)
+
     @staticmethod
     def window_seconds(limit: RateLimit) -> float:
         return float(max(item.get_expiry() for item in limit.windows))

@@ -1,0 +1,89 @@
+"""The global rate holds whatever the number of worker processes (real ``celery worker``s)."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+LIMIT = 10
+TASKS = 40
+
+
+def busiest_second(starts: list[float]) -> int:
+    """The most runs that started within any sliding one-second interval."""
+    starts = sorted(starts)
+    return max(bisect.bisect_left(starts, t + 1.0) - i for i, t in enumerate(starts))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_the_fleet_rate_holds_with_several_workers(
+    prefix: str, unique: str, redis_client: redis.Redis, workers: int
+) -> None:
+    env = {
+        **os.environ,
+        "TEST_REDIS_URL": REDIS_URL,
+        "TEST_PREFIX": prefix,
+        "TEST_TEAM": f"team-{unique}",
+        "TEST_RESOURCE": f"api-{unique}",
+        "TEST_LIMIT": f"{LIMIT}/second",
+        "PYTHONPATH": str(ROOT),
+    }
+    for key in ("TEST_REDIS_URL", "TEST_PREFIX", "TEST_TEAM", "TEST_RESOURCE", "TEST_LIMIT"):
+        os.environ[key] = env[key]
+    sys.modules.pop("tests.apps.rate_app", None)
+    import tests.apps.rate_app as rate_app
+
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.apps.rate_app",
+                "worker",
+                "-P",
+                "solo",
+                "-n",
+                f"w{i}-{unique}@%h",
+                "-l",
+                "WARNING",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for i in range(workers)
+    ]
+    try:
+        time.sleep(3)  # let every worker connect, so they all compete from the start
+        results = [rate_app.limited.delay(n) for n in range(TASKS)]
+        assert sorted(r.get(timeout=120) for r in results) == list(range(TASKS))
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+    runs = [item.decode().split(":") for item in redis_client.lrange(f"{prefix}:runs", 0, -1)]
+    started = [float(at) for at, _ in runs]
+    assert sorted(int(n) for _, n in runs) == list(range(TASKS))  # each ran exactly once
+    assert busiest_second(started) <= LIMIT * 1.1
+    span = max(started) - min(started)
+    print(
+        f"{workers} workers: {TASKS} runs in {span:.2f}s "
+        f"({(TASKS - LIMIT) / span if span else 0:.1f}/s after the first window)"
+    )
