@@ -40,7 +40,8 @@ def test_raise_for_rate_limit_only_on_429() -> None:
 
 def test_a_client_exception_with_response_headers_is_read() -> None:
     class Response:
-        headers = {"retry-after": "2", "x-ratelimit-remaining-requests": "0"}
+        def __init__(self) -> None:
+            self.headers = {"retry-after": "2", "x-ratelimit-remaining-requests": "0"}
 
     class ClientRateLimitError(Exception):
         response = Response()
