@@ -10,25 +10,38 @@ from resilience_tasks.errors import (
     ConfigurationError,
     DeadLetteredError,
     Defer,
+    Degrade,
+    RateLimitedError,
     ResilienceError,
     StateUnavailableError,
 )
 from resilience_tasks.manager import ResilienceManager
 from resilience_tasks.policies import BreakerPolicy, RetryPolicy
+from resilience_tasks.quota.budget import Budget
+from resilience_tasks.quota.provider import raise_for_rate_limit
+from resilience_tasks.quota.rate_limit import RateLimit
+from resilience_tasks.quota.report import report_quota, report_usage
 
 __all__ = [
     "BreakerOpenError",
     "BreakerPolicy",
+    "Budget",
     "ConfigurationError",
     "DeadLetter",
     "DeadLetteredError",
     "Defer",
     "DeferredMessage",
+    "Degrade",
     "FleetBreaker",
+    "RateLimit",
+    "RateLimitedError",
     "ResilienceError",
     "ResilienceManager",
     "RetryPolicy",
     "StateUnavailableError",
+    "raise_for_rate_limit",
+    "report_quota",
+    "report_usage",
 ]
 
 __version__ = "0.1.0"

@@ -7,6 +7,8 @@ exceptions that never reach a user unless something is misused::
     ├── ConfigurationError (also ValueError)   a policy or task option is invalid; names the field
     ├── StateUnavailableError (also ConnectionError)   the Redis that holds our state is unreachable
     ├── BreakerOpenError (also pybreaker.CircuitBreakerError)   the breaker refused a call
+    ├── RateLimitedError   the provider refused the call for quota (HTTP 429): wait, not failure
+    ├── MalformedMessageError   a stored message cannot be decoded; it is dead-lettered
     └── DeadLetteredError   the work was moved to the dead-letter store; the reason says why
 
     Defer   (control)   "do not run this now; put it in the deferred store until ``delay`` passes"
@@ -17,6 +19,8 @@ so it must stay importable by module path and constructible from a single messag
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from pybreaker import CircuitBreakerError
 
@@ -48,6 +52,29 @@ class BreakerOpenError(ResilienceError, CircuitBreakerError):
         self.retry_after = retry_after
         self.state = state
         super().__init__(f"circuit for {resource!r} is {state}; retry after {retry_after:.2f}s")
+
+
+class RateLimitedError(ResilienceError):
+    """The provider refused the call for quota (HTTP 429); ``retry_after`` is in seconds.
+
+    Raise it from a task (or let the resource's ``rate_limit_errors`` map a client's own
+    exception to it): the work waits that long in the deferred store, without counting as a
+    breaker failure or using an attempt.
+    """
+
+    def __init__(
+        self,
+        message: str = "rate limited by the provider",
+        retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+
+class MalformedMessageError(ResilienceError):
+    """A stored message could not be decoded; it goes to the dead-letter store."""
 
 
 class DeadLetteredError(ResilienceError):

@@ -19,9 +19,8 @@ import pybreaker
 from pybreaker import CBStateType
 
 from resilience_tasks.breaker.storage import Admission, RedisFleetStorage
-from resilience_tasks.errors import BreakerOpenError, Defer
+from resilience_tasks.errors import BreakerOpenError, Defer, RateLimitedError
 from resilience_tasks.policies import BreakerPolicy
-from resilience_tasks.quota.provider import RateLimitedError
 
 T = TypeVar("T")
 

@@ -13,11 +13,9 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from resilience_tasks.errors import ResilienceError
+from resilience_tasks.errors import MalformedMessageError
 
-
-class MalformedMessageError(ResilienceError):
-    """A stored message could not be decoded; it goes to the dead-letter store."""
+__all__ = ["DeferredMessage", "MalformedMessageError"]
 
 
 @dataclass(frozen=True)

@@ -18,32 +18,27 @@ from typing import Any
 
 import redis
 
-from resilience_tasks.errors import ResilienceError
+from resilience_tasks.errors import RateLimitedError
 from resilience_tasks.state.keys import KeySpace
+
+__all__ = [
+    "DEFAULT_PARSERS",
+    "DEFAULT_RETRY_AFTER",
+    "QuotaParser",
+    "QuotaStore",
+    "RateLimitedError",
+    "anthropic_quota",
+    "as_rate_limited",
+    "openai_quota",
+    "parse_duration",
+    "parse_retry_after",
+    "raise_for_rate_limit",
+]
 
 QuotaParser = Callable[[Mapping[str, str]], dict[str, float]]
 
 #: Seconds to wait on a 429 that gives no Retry-After.
 DEFAULT_RETRY_AFTER = 1.0
-
-
-class RateLimitedError(ResilienceError):
-    """The provider refused the call for quota (HTTP 429); ``retry_after`` is in seconds.
-
-    Raise it from a task (or let the resource's ``rate_limit_errors`` map a client's own
-    exception to it): the work waits that long in the deferred store, without counting as a
-    breaker failure or using an attempt.
-    """
-
-    def __init__(
-        self,
-        message: str = "rate limited by the provider",
-        retry_after: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.headers = dict(headers or {})
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
