@@ -26,7 +26,14 @@ from typing import Any
 
 from celery import Celery
 
-from resilience_tasks import BreakerPolicy, DeadLetteredError, ResilienceManager, RetryPolicy
+from resilience_tasks import (
+    BreakerPolicy,
+    DeadLetteredError,
+    RateLimit,
+    RateLimitedError,
+    ResilienceManager,
+    RetryPolicy,
+)
 from resilience_tasks.state.connection import STATE_URL_ENV
 
 
@@ -136,9 +143,19 @@ def main() -> None:
     def archive(item: str) -> str:
         raise ServiceUnavailable(f"the archive service is down; {item} not stored")
 
+    started_at: list[float] = []
+
+    @manager.task(resource="demo.llm", rate_limit=RateLimit("10/second"))
+    def complete(n: int) -> int:
+        started_at.append(time.time())
+        if n == 0 and len(started_at) == 1:
+            raise RateLimitedError("429 from the provider", retry_after=1.0)
+        return n
+
     breaker = manager.breaker("demo.search-api")
     breaker.close()
     manager.breaker("demo.archive").close()
+    manager.limiter.clear(RateLimit("10/second"), ("demo.llm",))
     say(f"resilience-tasks demo ({where})\ndependency: {dependency.url}\n")
     with running(app, manager):
         say("1. Healthy dependency: five tasks through the breaker.")
@@ -213,6 +230,22 @@ def main() -> None:
         entry = manager.dead_letters.get(stuck.id)
         if entry is not None:
             say(f"   dead-letter store: {entry.task_id} -> {entry.reason}\n")
+
+        say(
+            "6. A rate limit holds for the whole fleet: 40 calls to an LLM limited to "
+            "10/second. The first"
+        )
+        say(
+            "   answers 429 with Retry-After: 1, which pauses every call to that resource for "
+            "1 s; none fails."
+        )
+        calls = [complete.delay(n) for n in range(40)]
+        finished = [call.get(timeout=60) for call in calls]
+        span = max(started_at) - min(started_at)
+        say(
+            f"   {len(finished)}/40 completed over {span:.1f}s (ideal: 3 s at 10/second after "
+            f"the first ten, plus the 1 s pause)\n"
+        )
 
         outage_hits = dependency.hits - hits_before - len(waiting)
         say(
