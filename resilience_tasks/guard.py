@@ -131,7 +131,7 @@ class TaskGuard:
             used = context.attempts_used + attempt_number - 1
             raise Defer(
                 self._jittered(refused.retry_after), f"breaker {refused.state}", used
-            ) from None
+            ) from refused
         except Exception as error:
             if budget.next_wait is None or not self._retryable(error):
                 raise

@@ -322,3 +322,20 @@ def test_a_duplicate_delivery_does_not_repeat_the_side_effect(
     first, duplicate = send_mail.delay(7), send_mail.delay(7)  # e.g. a redelivery
     assert first.get(timeout=15) == duplicate.get(timeout=15) == "mail-7"
     assert sent == [7]
+
+
+def test_a_direct_call_that_cannot_run_says_why(manager: ResilienceManager, unique: str) -> None:
+    from resilience_tasks import BreakerOpenError, Defer, RateLimit
+
+    @manager.task(
+        resource=f"svc-{unique}", rate_limit=RateLimit("1/minute", max_wait_in_worker=0.0)
+    )
+    def call() -> int:
+        return 1
+
+    assert call() == 1
+    with pytest.raises(Defer, match="rate limit 1 per 1 minute"):
+        call()
+    manager.breaker(f"svc-{unique}").open()
+    with pytest.raises(BreakerOpenError):
+        call()

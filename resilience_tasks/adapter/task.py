@@ -19,7 +19,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from resilience_tasks.deferred import DeadLetterStore, DeferredMessage, DeferredStore
-from resilience_tasks.errors import BreakerOpenError, DeadLetteredError, Defer
+from resilience_tasks.errors import DeadLetteredError, Defer
 from resilience_tasks.gate import Call
 from resilience_tasks.guard import CallContext, TaskGuard
 from resilience_tasks.state.keys import KeySpace
@@ -79,14 +79,16 @@ class ResilientTask(Task):  # type: ignore[misc]
         raise Ignore()
 
     def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A plain function call (no message): nothing to defer, so waiting becomes an error."""
+        """A plain function call (no message): nothing to defer, so the caller gets the reason:
+        the error behind the wait (``BreakerOpenError``, the provider's 429, the last failure),
+        or the ``Defer`` itself (a rate limit, a budget)."""
         try:
             context = CallContext(call=Call(args, kwargs, self.runtime.interactive))
             return self.runtime.guard.run(context, lambda: self.run(*args, **kwargs))
         except Defer as wait:
             if wait.__cause__ is not None:
                 raise wait.__cause__ from None
-            raise BreakerOpenError(self.runtime.resource, wait.delay) from None
+            raise
 
     def _message(
         self,
