@@ -10,6 +10,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -59,20 +60,34 @@ def manager(app: Celery, prefix: str, unique: str) -> ResilienceManager:
     return ResilienceManager(f"team-{unique}", app=app, key_prefix=prefix)
 
 
-@pytest.fixture
-def pump(manager: ResilienceManager) -> Iterator[None]:
-    """Run the deferred pump every 0.1 s in a thread, as beat would every second."""
+@contextmanager
+def pumping(manager: ResilienceManager, interval: float) -> Iterator[None]:
+    """Run the deferred pump every ``interval`` seconds in a thread, as beat does every second."""
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(0.1):
+        while not stop.wait(interval):
             manager.pump()
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
-    yield
-    stop.set()
-    thread.join(5)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+@pytest.fixture
+def pump(manager: ResilienceManager) -> Iterator[None]:
+    with pumping(manager, 0.1):
+        yield
+
+
+@pytest.fixture
+def fast_pump(manager: ResilienceManager) -> Iterator[None]:
+    with pumping(manager, 0.01):
+        yield
 
 
 @pytest.fixture

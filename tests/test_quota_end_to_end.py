@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -145,21 +144,6 @@ def test_a_team_over_budget_is_stopped_before_the_call(
         f"over budget: team {manager.team} spent $1.00 of its $1/day budget today"
     )
     assert calls == [1, 2]
-
-
-@pytest.fixture
-def fast_pump(manager: ResilienceManager) -> Iterator[None]:
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(0.01):
-            manager.pump()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(5)
 
 
 def test_a_task_that_waited_on_its_limit_50_times_still_succeeds(
