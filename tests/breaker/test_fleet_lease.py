@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -14,20 +15,21 @@ from resilience_tasks.state.keys import KeySpace
 from tests.conftest import REDIS_URL
 
 PROCESSES = 8
+POLICY = {"fail_max": 1, "reset_timeout": 0.5}
 
 
-def contender(prefix: str, trial_calls: int, start_at: float, out: multiprocessing.Queue) -> None:
+def contender(prefix: str, trial_calls: int, ready: Any, out: Any) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     breaker = FleetBreaker(
         "dep",
-        BreakerPolicy(fail_max=1, reset_timeout=0.5, trial_calls=trial_calls),
+        BreakerPolicy(**POLICY, trial_calls=trial_calls),
         RedisFleetStorage(client, "dep", KeySpace(prefix)),
     )
     client.ping()
-    time.sleep(max(0.0, start_at - time.time()))
+    ready.wait(60)  # every process starts hammering the half-open breaker at the same moment
     admitted = 0
-    deadline = time.time() + 0.3  # every process hammers the half-open breaker for 0.3 s
-    while time.time() < deadline:
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
         if breaker.admit().trial:
             admitted += 1
     out.put(admitted)
@@ -37,21 +39,21 @@ def contender(prefix: str, trial_calls: int, start_at: float, out: multiprocessi
 def test_exactly_the_permitted_trials_across_processes(prefix: str, trial_calls: int) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     opener = FleetBreaker(
-        "dep",
-        BreakerPolicy(fail_max=1, reset_timeout=0.5),
-        RedisFleetStorage(client, "dep", KeySpace(prefix)),
+        "dep", BreakerPolicy(**POLICY), RedisFleetStorage(client, "dep", KeySpace(prefix))
     )
     opener.open()
     context = multiprocessing.get_context("spawn")
-    results: multiprocessing.Queue = context.Queue()
-    start_at = time.time() + 3.0  # after the spawned interpreters are up, past reset_timeout
+    ready = context.Barrier(PROCESSES + 1)
+    results = context.Queue()
     processes = [
-        context.Process(target=contender, args=(prefix, trial_calls, start_at, results))
+        context.Process(target=contender, args=(prefix, trial_calls, ready, results))
         for _ in range(PROCESSES)
     ]
     for process in processes:
         process.start()
-    admitted = [results.get(timeout=30) for _ in processes]
+    time.sleep(POLICY["reset_timeout"])
+    ready.wait(60)
+    admitted = [results.get(timeout=60) for _ in processes]
     for process in processes:
         process.join(10)
     assert sum(admitted) == trial_calls
