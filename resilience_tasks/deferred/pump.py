@@ -1,7 +1,9 @@
 """The pump: moves due work from the deferred store back onto its queue.
 
-At-least-once: an entry is claimed, published, then acknowledged. If publishing fails (the
-broker is down) the entry stays claimed and comes back when the claim expires, never lost. A
+At-least-once: entries are claimed a batch at a time, published, then acknowledged together
+(one round trip per batch). If publishing fails (the broker is down) the entry stays claimed
+and comes back when the claim expires, never lost; if the pump dies between publishing and the
+acknowledgement, the batch's entries are published again when their claims expire. A
 malformed entry cannot be published and goes to the dead-letter store with the reason.
 Several pumps may run at once (beat on two hosts, a manual drain): claims keep them apart.
 """
@@ -47,12 +49,13 @@ class Pump:
     def pump_once(self) -> PumpReport:
         """Publish one batch of due work."""
         report = PumpReport()
+        done: list[str] = []
         for claimed in self._store.claim_due(self._batch, self._claim_lease):
             try:
                 message = DeferredMessage.from_json(claimed.raw)
             except MalformedMessageError as exc:
                 self._dead_letters.add(claimed.task_id, str(exc), claimed.raw)
-                self._store.ack(claimed.task_id)
+                done.append(claimed.task_id)
                 report.dead_lettered += 1
                 continue
             try:
@@ -64,8 +67,9 @@ class Pump:
                 )
                 report.failed += 1
                 continue
-            self._store.ack(claimed.task_id)
+            done.append(claimed.task_id)
             report.published += 1
+        self._store.ack(*done)
         return report
 
     def drain(self, max_seconds: float = 0.9) -> PumpReport:

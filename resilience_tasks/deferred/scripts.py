@@ -46,12 +46,14 @@ return out
 """
 
 # KEYS: due, messages, claims
-# ARGV: task_id
-# Drops the claim; keeps the message if the task was deferred again meanwhile.
+# ARGV: task ids
+# Drops the claims; keeps a message if its task was deferred again meanwhile.
 ACK = """
-redis.call('ZREM', KEYS[3], ARGV[1])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('HDEL', KEYS[2], ARGV[1])
+for _, id in ipairs(ARGV) do
+  redis.call('ZREM', KEYS[3], id)
+  if not redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('HDEL', KEYS[2], id)
+  end
 end
-return 1
+return #ARGV
 """

@@ -59,9 +59,10 @@ class DeferredStore:
         flat = self._claim([self.due_key, self.messages_key, self.claims_key], [limit, lease])
         return [Claimed(task_id=flat[i].decode(), raw=flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    def ack(self, task_id: str) -> None:
-        """Forget a claimed entry once it has been published."""
-        self._ack([self.due_key, self.messages_key, self.claims_key], [task_id])
+    def ack(self, *task_ids: str) -> None:
+        """Forget claimed entries once they have been published (one round trip for all)."""
+        if task_ids:
+            self._ack([self.due_key, self.messages_key, self.claims_key], list(task_ids))
 
     def release(self, task_ids: list[str] | None = None) -> int:
         """Make waiting work due now (all of it, or ``task_ids``): for an operator who knows
