@@ -74,9 +74,6 @@ class Resources:
             raise ConfigurationError(f"unknown resource {name!r}; known: {sorted(self._specs)}")
         return spec
 
-    def names(self) -> list[str]:
-        return sorted(self._specs)
-
     def set_budget(self, budget: Budget, resource: str | None = None) -> None:
         if resource is None:
             self.team_budget = budget

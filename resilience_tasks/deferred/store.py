@@ -79,10 +79,6 @@ class DeferredStore:
         raw = self._client.hget(self.messages_key, task_id)
         return DeferredMessage.from_json(raw) if raw is not None else None
 
-    def due_at(self, task_id: str) -> float | None:
-        score = self._client.zscore(self.due_key, task_id)
-        return float(score) if score is not None else None
-
     def depth(self) -> int:
         """Entries waiting or being published."""
         pipe = self._client.pipeline(transaction=False)

@@ -9,7 +9,6 @@ The moving window also bounds every sliding interval, not just calendar-aligned 
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable
@@ -207,6 +206,3 @@ class FleetRateLimiter:
     def window_seconds(limit: RateLimit) -> float:
         return float(max(item.get_expiry() for item in limit.windows))
 
-
-def ceil_seconds(value: float) -> int:
-    return max(1, math.ceil(value))
