@@ -2,9 +2,9 @@
 
 Celery's ``rate_limit`` is per worker instance: three workers with ``10/s`` run at 30/s. Here
 one limit holds for the whole fleet, whatever the number of workers, because every admission
-takes a unit from the same moving window in Redis (``limits``' ``hit`` is one atomic script).
-The moving window also bounds every sliding interval, not just calendar-aligned ones: a
-``20/second`` limit never lets 21 calls into any second.
+takes a unit from the same moving window in Redis, in one atomic script timed by the Redis
+server's clock. The moving window bounds every sliding interval, not just calendar-aligned
+ones: a ``20/second`` limit never lets 21 calls into any second.
 """
 
 from __future__ import annotations
@@ -129,34 +129,43 @@ class RateDecision:
     window: str = ""
 
 
-# All-or-nothing acquire over several moving windows, on the ``limits`` data layout (a list of
-# hit timestamps per window, newest first), so ``limits``' window stats read the same keys.
-# ``limits`` hits windows one at a time: a refusal by the per-second window would still take a
-# unit from the per-day one, and a backlog waiting on the first would burn the second.
-# KEYS: one per window; ARGV: now, cost, then (amount, expiry) per window.
+# The acquire script, written by hand on the ``limits`` data layout (a list of hit timestamps
+# per window, newest first) so ``limits``' window stats read the same keys. Two things
+# ``limits``' own ``hit`` lacks: it stamps hits with the server's clock (``hit`` stamps them
+# with the caller's, so a worker descheduled between reading its clock and reaching Redis
+# writes a stamp from the past and the window lets extra calls in), and it takes several
+# windows all-or-nothing (``hit`` takes them one at a time: a refusal by the per-second window
+# would still take a unit from the per-day one, and a backlog waiting on the first would burn
+# the second).
+# KEYS: one per window; ARGV: cost, then (amount, expiry) per window.
 # Returns 0 when every window granted the units, else the 1-based index of a refusing window.
-_ACQUIRE_ALL = """
-local now = tonumber(ARGV[1])
-local cost = tonumber(ARGV[2])
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cost = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  local amount = tonumber(ARGV[1 + 2 * i])
-  local expiry = tonumber(ARGV[2 + 2 * i])
+  local amount = tonumber(ARGV[2 * i])
+  local expiry = tonumber(ARGV[1 + 2 * i])
   if cost > amount then return i end
   local entry = redis.call('LINDEX', key, amount - cost)
   if entry and tonumber(entry) >= now - expiry then return i end
 end
 for i, key in ipairs(KEYS) do
-  local amount = tonumber(ARGV[1 + 2 * i])
-  for _ = 1, cost do redis.call('LPUSH', key, now) end
+  local amount = tonumber(ARGV[2 * i])
+  for _ = 1, cost do redis.call('LPUSH', key, tostring(now)) end
   redis.call('LTRIM', key, 0, amount - 1)
-  redis.call('EXPIRE', key, tonumber(ARGV[2 + 2 * i]))
+  redis.call('EXPIRE', key, tonumber(ARGV[1 + 2 * i]))
 end
 return 0
 """
 
 
 class FleetRateLimiter:
-    """Takes units from moving windows in Redis: one round trip for all of a limit's windows."""
+    """Takes units from moving windows in Redis: one round trip for all of a limit's windows.
+
+    ``limits`` provides the parsing, the key names, the window statistics (when a refused call
+    may try again) and ``clear``; the acquire itself is the script above.
+    """
 
     def __init__(self, client: redis.Redis, keys: KeySpace | None = None) -> None:
         keys = keys or KeySpace()
@@ -164,26 +173,21 @@ class FleetRateLimiter:
             "redis://", connection_pool=client.connection_pool, key_prefix=f"{keys.prefix}:limits"
         )
         self._limiter = MovingWindowRateLimiter(self._storage)
-        self._acquire_all = client.register_script(_ACQUIRE_ALL)
+        self._acquire = client.register_script(_ACQUIRE)
 
     def acquire(
         self, limit: RateLimit, identifiers: tuple[str, ...], cost: int = 1
     ) -> RateDecision:
         """Take ``cost`` units from every window, or say how long until the refusing one frees."""
         windows = limit.windows
-        if len(windows) == 1:
-            if self._limiter.hit(windows[0], *identifiers, cost=cost):
-                return RateDecision(True)
-            refused = windows[0]
-        else:
-            keys = [self._storage.prefixed_key(item.key_for(*identifiers)) for item in windows]
-            args: list[Any] = [time.time(), cost]
-            for item in windows:
-                args += [item.amount, item.get_expiry()]
-            index = int(self._acquire_all(keys, args))
-            if index == 0:
-                return RateDecision(True)
-            refused = windows[index - 1]
+        keys = [self._storage.prefixed_key(item.key_for(*identifiers)) for item in windows]
+        args: list[Any] = [cost]
+        for item in windows:
+            args += [item.amount, item.get_expiry()]
+        index = int(self._acquire(keys, args))
+        if index == 0:
+            return RateDecision(True)
+        refused = windows[index - 1]
         return RateDecision(False, self.seconds_until_free(refused, identifiers), str(refused))
 
     def seconds_until_free(self, item: limits.RateLimitItem, identifiers: tuple[str, ...]) -> float:
