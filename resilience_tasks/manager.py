@@ -54,7 +54,9 @@ class ResilienceManager:
     app's broker URL. ``visibility_timeout`` should be 2-3x the p99 runtime of the slowest
     task: a task still running after it is delivered again. Work deferred for longer than
     ``max_defer_age`` seconds, or delivered more than ``max_deliveries`` times without
-    finishing, goes to the dead-letter store.
+    finishing, goes to the dead-letter store. Deferred work is brought back by the pump: beat
+    sends the pump task every ``pump_interval`` seconds, and each worker also runs it every
+    ``worker_pump_interval`` seconds (None: beat only).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class ResilienceManager:
         max_defer_age: float = 86_400.0,
         max_deliveries: int = 5,
         pump_interval: float = 1.0,
+        worker_pump_interval: float | None = 1.0,
         control_queue: str = CONTROL_QUEUE,
     ) -> None:
         if not isinstance(team, str) or not team or ":" in team:
@@ -77,6 +80,10 @@ class ResilienceManager:
         check.positive_seconds("ResilienceManager", "max_defer_age", max_defer_age)
         check.positive_int("ResilienceManager", "max_deliveries", max_deliveries)
         check.positive_seconds("ResilienceManager", "pump_interval", pump_interval)
+        if worker_pump_interval is not None:
+            check.positive_seconds(
+                "ResilienceManager", "worker_pump_interval", worker_pump_interval
+            )
         self.team = team
         self.app = app
         self.keys = KeySpace(key_prefix)
@@ -106,6 +113,10 @@ class ResilienceManager:
         install.check_on_start(app, self.check)
         poison.install(app, self.dead_letters)
         self.pump_task = self._install_pump(control_queue, pump_interval)
+        if worker_pump_interval is not None:
+            install.pump_in_workers(
+                app, f"resilience_tasks.worker_pump.{team}", self.pump, worker_pump_interval
+            )
 
     # -- declaring tasks -----------------------------------------------------------------------
 

@@ -144,6 +144,20 @@ def test_beat_drives_the_pump_and_deferred_work_returns(fleet: Fleet, tmp_path: 
     assert breaker.current_state == "closed"
 
 
+def test_workers_pump_deferred_work_without_beat(fleet: Fleet) -> None:
+    fleet.env["TEST_WORKER_PUMP"] = "0.2"
+    crash_app = import_app(fleet)
+    breaker = crash_app.manager.breaker(crash_app.RESOURCE)  # type: ignore[attr-defined]
+    breaker.open()
+    fleet.worker(concurrency=2)
+    results = [crash_app.slow_double.delay(i, 0) for i in range(4)]  # type: ignore[attr-defined]
+    assert [r.get(timeout=60) for r in results] == [0, 2, 4, 6]
+    assert all(
+        crash_app.manager.deferred.get(r.id) is None
+        for r in results  # type: ignore[attr-defined]
+    )
+
+
 @pytest.mark.parametrize("command", ["worker", "beat"])
 def test_unreachable_redis_gives_one_clear_line(fleet: Fleet, command: str) -> None:
     fleet.env["RESILIENCE_REDIS_URL"] = "redis://127.0.0.1:1/0"

@@ -6,19 +6,23 @@
   and a sweep for such messages at least every 10 s rather than kombu's default 100 s.
 * One queue per resource, so a worker started without ``-Q`` consumes them all and an operator
   can give a resource its own workers.
-* The pump task and its beat entry, on a control queue.
+* The pump task and its beat entry, on a control queue, and a pump thread in each worker.
 * Start-up checks: a worker or beat whose state Redis is unreachable stops with one line.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 from kombu.entity import Exchange, Queue
 
 from resilience_tasks.errors import ConfigurationError, StateUnavailableError
+
+logger = logging.getLogger(__name__)
 
 JSON_ONLY = {
     "task_serializer": "json",
@@ -101,6 +105,39 @@ def add_beat_entry(app: Celery, name: str, entry: dict[str, Any]) -> None:
         conf.beat_schedule = {**(conf.beat_schedule or {}), name: entry}
 
     when_configured(app, apply)
+
+
+def pump_in_workers(app: Celery, name: str, pump: Callable[[], object], interval: float) -> None:
+    """Run ``pump`` every ``interval`` seconds in a thread of each worker's main process.
+
+    Beat's entry drives the pump too; with both, deferred work returns even while beat is
+    down, and claims keep the pumps from publishing anything twice.
+    """
+
+    class DeferredPump(bootsteps.StartStopStep):  # type: ignore[misc]
+        def __init__(self, worker: Any, **kwargs: Any) -> None:
+            super().__init__(worker, **kwargs)
+            self._stop = threading.Event()
+            self._thread: threading.Thread | None = None
+
+        def start(self, worker: Any) -> None:
+            def loop() -> None:
+                while not self._stop.wait(interval):
+                    try:
+                        pump()
+                    except Exception:  # Redis or the broker is down: try again next round
+                        logger.warning("deferred pump failed; retrying", exc_info=True)
+
+            self._thread = threading.Thread(target=loop, name=name, daemon=True)
+            self._thread.start()
+
+        def stop(self, worker: Any) -> None:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(interval + 5)
+
+    DeferredPump.name = name
+    app.steps["worker"].add(DeferredPump)
 
 
 def check_on_start(app: Celery, check: Callable[[], None]) -> None:

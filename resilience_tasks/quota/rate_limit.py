@@ -209,4 +209,3 @@ class FleetRateLimiter:
     @staticmethod
     def window_seconds(limit: RateLimit) -> float:
         return float(max(item.get_expiry() for item in limit.windows))
-

@@ -27,6 +27,9 @@ manager = ResilienceManager(
     visibility_timeout=float(os.environ.get("TEST_VISIBILITY_TIMEOUT", "5")),
     max_deliveries=int(os.environ.get("TEST_MAX_DELIVERIES", "3")),
     pump_interval=0.5,
+    worker_pump_interval=float(os.environ["TEST_WORKER_PUMP"])
+    if "TEST_WORKER_PUMP" in os.environ
+    else None,
 )
 RESOURCE = os.environ["TEST_RESOURCE"]
 
