@@ -118,29 +118,29 @@ class RateLimitGate(Gate):
         limit = self._limit()
         if limit is None:
             return
-        window = FleetRateLimiter.window_seconds(limit)
         if not call.interactive:
             ahead = _float(watched.get(self._waiting_key)) - time.time()
             if ahead > 0:  # interactive work is waiting on this limit: let it go first
                 raise Defer(
-                    ahead + random.uniform(0, limit.jitter * window),
+                    ahead * (1 + random.uniform(0, limit.jitter)),
                     f"rate limit {limit.spec}: interactive work goes first",
                 )
         identifiers = limit.identifiers(self.resource, self.team, call.args, call.kwargs)
         patience = limit.max_wait_in_worker
         while True:
-            decision = self._limiter.acquire(limit, identifiers)
+            # batch work takes a place in line; interactive work asks for the next free unit
+            decision = self._limiter.acquire(limit, identifiers, reserve=not call.interactive)
             if decision.allowed:
                 return
             if decision.retry_after <= patience:
                 self._sleep(decision.retry_after)
                 patience -= decision.retry_after
                 continue
+            delay = decision.retry_after
             if call.interactive:
-                delay = decision.retry_after
                 self._client.set(
                     self._waiting_key, time.time() + delay, px=int((delay + 1.0) * 1000)
                 )
             else:
-                delay = decision.retry_after + random.uniform(0, limit.jitter * window)
+                delay += random.uniform(0, limit.jitter * decision.interval)
             raise Defer(delay, f"rate limit {decision.window}")

@@ -10,7 +10,6 @@ ones: a ``20/second`` limit never lets 21 calls into any second.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,10 +80,11 @@ class RateLimit:
 
     ``per_team`` gives each team its own window; ``key`` derives a further identifier from the
     task's arguments (e.g. the API key an account uses), so each key gets its own window.
-    A refusal shorter than ``max_wait_in_worker`` seconds is waited out inside the worker (the
-    next unit is that close); a longer one sends the work to the deferred store until the
-    window frees, plus up to ``jitter`` of the window's length so waiting work does not
-    return all at once.
+    A refused call gets a place in line: a slot of the refusing window, spaced by the window's
+    rate after those already waiting. A slot closer than ``max_wait_in_worker`` seconds is
+    waited for inside the worker; a later one sends the work to the deferred store until then,
+    plus up to ``jitter`` of a slot's length, so a backlog returns at the limit's pace rather
+    than all at once.
     """
 
     spec: str
@@ -124,47 +124,67 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class RateDecision:
+    """``retry_after``: seconds until this call's reserved slot (or the next free unit);
+    ``window``: the refusing window; ``interval``: its seconds per unit."""
+
     allowed: bool
     retry_after: float = 0.0
     window: str = ""
+    interval: float = 0.0
 
 
 # The acquire script, written by hand on the ``limits`` data layout (a list of hit timestamps
-# per window, newest first) so ``limits``' window stats read the same keys. Two things
-# ``limits``' own ``hit`` lacks: it stamps hits with the server's clock (``hit`` stamps them
-# with the caller's, so a worker descheduled between reading its clock and reaching Redis
-# writes a stamp from the past and the window lets extra calls in), and it takes several
-# windows all-or-nothing (``hit`` takes them one at a time: a refusal by the per-second window
-# would still take a unit from the per-day one, and a backlog waiting on the first would burn
-# the second).
-# KEYS: one per window; ARGV: cost, then (amount, expiry) per window.
-# Returns 0 when every window granted the units, else the 1-based index of a refusing window.
+# per window, newest first) so ``limits``' window stats and ``clear`` work on the same keys.
+# What ``limits``' own ``hit`` lacks:
+# - stamps from the server's clock (``hit`` stamps with the caller's, so a worker descheduled
+#   between reading its clock and reaching Redis writes a stamp from the past and the window
+#   lets an extra call in);
+# - several windows taken all-or-nothing (``hit`` takes them one at a time: a refusal by the
+#   per-second window would still take a unit from the per-day one);
+# - a place in line for the refused: each refusal reserves the next free slot of the refusing
+#   window (a virtual clock in ``<key>:queue`` advanced by window/amount), so a backlog comes
+#   back spread at the limit's rate instead of all at once when a unit frees, only to be refused
+#   again. Work that should go first (``reserve`` = 0) asks for the next free unit instead.
+# KEYS: one per window; ARGV: cost, reserve (1/0), then (amount, expiry) per window.
+# Returns {0, '0'} when every window granted, else {index of the refusing window, seconds to
+# wait (-1: the cost exceeds the window)}.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local cost = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  local amount = tonumber(ARGV[2 * i])
-  local expiry = tonumber(ARGV[1 + 2 * i])
-  if cost > amount then return i end
+  local amount = tonumber(ARGV[1 + 2 * i])
+  local expiry = tonumber(ARGV[2 + 2 * i])
+  if cost > amount then return {i, '-1'} end
   local entry = redis.call('LINDEX', key, amount - cost)
-  if entry and tonumber(entry) >= now - expiry then return i end
+  if entry and tonumber(entry) >= now - expiry then
+    local free_at = tonumber(entry) + expiry
+    if ARGV[2] == '1' then
+      local queue = key .. ':queue'
+      local slot = math.max(tonumber(redis.call('GET', queue) or '0'), free_at)
+      local following = slot + expiry / amount
+      redis.call('SET', queue, tostring(following), 'PX',
+                 math.ceil((following - now + expiry) * 1000))
+      free_at = slot
+    end
+    return {i, tostring(free_at - now)}
+  end
 end
 for i, key in ipairs(KEYS) do
-  local amount = tonumber(ARGV[2 * i])
+  local amount = tonumber(ARGV[1 + 2 * i])
   for _ = 1, cost do redis.call('LPUSH', key, tostring(now)) end
   redis.call('LTRIM', key, 0, amount - 1)
-  redis.call('EXPIRE', key, tonumber(ARGV[1 + 2 * i]))
+  redis.call('EXPIRE', key, tonumber(ARGV[2 + 2 * i]))
 end
-return 0
+return {0, '0'}
 """
 
 
 class FleetRateLimiter:
     """Takes units from moving windows in Redis: one round trip for all of a limit's windows.
 
-    ``limits`` provides the parsing, the key names, the window statistics (when a refused call
-    may try again) and ``clear``; the acquire itself is the script above.
+    ``limits`` provides the parsing, the key names, the window statistics and ``clear``; the
+    acquire itself is the script above.
     """
 
     def __init__(self, client: redis.Redis, keys: KeySpace | None = None) -> None:
@@ -176,23 +196,28 @@ class FleetRateLimiter:
         self._acquire = client.register_script(_ACQUIRE)
 
     def acquire(
-        self, limit: RateLimit, identifiers: tuple[str, ...], cost: int = 1
+        self,
+        limit: RateLimit,
+        identifiers: tuple[str, ...],
+        cost: int = 1,
+        reserve: bool = True,
     ) -> RateDecision:
-        """Take ``cost`` units from every window, or say how long until the refusing one frees."""
+        """Take ``cost`` units from every window in one round trip; if refused, say how long
+        to wait: until a slot reserved for this call (``reserve``), or until the next unit frees.
+        """
         windows = limit.windows
         keys = [self._storage.prefixed_key(item.key_for(*identifiers)) for item in windows]
-        args: list[Any] = [cost]
+        args: list[Any] = [cost, 1 if reserve else 0]
         for item in windows:
             args += [item.amount, item.get_expiry()]
-        index = int(self._acquire(keys, args))
-        if index == 0:
+        index, wait = self._acquire(keys, args)
+        if int(index) == 0:
             return RateDecision(True)
-        refused = windows[index - 1]
-        return RateDecision(False, self.seconds_until_free(refused, identifiers), str(refused))
-
-    def seconds_until_free(self, item: limits.RateLimitItem, identifiers: tuple[str, ...]) -> float:
-        stats = self._limiter.get_window_stats(item, *identifiers)
-        return max(0.0, stats.reset_time - time.time())
+        refused = windows[int(index) - 1]
+        seconds = float(wait.decode() if isinstance(wait, bytes) else wait)
+        if seconds < 0:
+            raise ValueError(f"a cost of {cost} can never fit {refused}")
+        return RateDecision(False, seconds, str(refused), refused.get_expiry() / refused.amount)
 
     def remaining(self, limit: RateLimit, identifiers: tuple[str, ...]) -> dict[str, int]:
         """Units left in each window now (for status pages and tests)."""
@@ -205,7 +230,3 @@ class FleetRateLimiter:
         """Empty the limit's windows (an operator's reset, e.g. after a provider raised a quota)."""
         for item in limit.windows:
             self._limiter.clear(item, *identifiers)
-
-    @staticmethod
-    def window_seconds(limit: RateLimit) -> float:
-        return float(max(item.get_expiry() for item in limit.windows))

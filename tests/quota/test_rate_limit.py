@@ -85,3 +85,20 @@ def test_separate_keys_have_separate_windows(limiter: FleetRateLimiter) -> None:
     assert limiter.acquire(limit, ("svc", "key=a")).allowed
     assert limiter.acquire(limit, ("svc", "key=b")).allowed
     assert not limiter.acquire(limit, ("svc", "key=a")).allowed
+
+
+def test_the_refused_get_places_in_line_at_the_limits_pace(limiter: FleetRateLimiter) -> None:
+    limit = RateLimit("4/second")
+    for _ in range(4):
+        assert limiter.acquire(limit, ("svc",)).allowed
+    waits = [limiter.acquire(limit, ("svc",)).retry_after for _ in range(3)]
+    assert 0.9 < waits[0] <= 1.0  # the first unit frees a second after it was taken
+    assert waits[1] - waits[0] == pytest.approx(0.25, abs=0.01)  # then one slot per 1/4 s
+    assert waits[2] - waits[1] == pytest.approx(0.25, abs=0.01)
+    # work that goes first does not queue: it is told when the next unit frees
+    assert limiter.acquire(limit, ("svc",), reserve=False).retry_after <= waits[0]
+
+
+def test_a_cost_larger_than_the_window_is_an_error(limiter: FleetRateLimiter) -> None:
+    with pytest.raises(ValueError, match="can never fit"):
+        limiter.acquire(RateLimit("2/second"), ("svc",), cost=3)
