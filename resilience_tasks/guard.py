@@ -121,8 +121,8 @@ class TaskGuard:
             for attempt in retrying:
                 attempt_number = attempt.retry_state.attempt_number
                 with attempt:
-                    result = self._attempt(context.call, body, delivery_key)
-                    delivery_key = None
+                    counted, delivery_key = delivery_key, None  # count a delivery once
+                    result = self._attempt(context.call, body, counted)
             return result
         except Defer as wait:  # a gate, the provider or the body asked to wait (or degrade)
             used = context.attempts_used + attempt_number - 1

@@ -92,3 +92,20 @@ def test_too_many_deliveries_dead_letter(redis_client: redis.Redis, prefix: str)
     assert protected.run(redelivery, lambda: 2) == 2
     with pytest.raises(DeadLetteredError, match="delivered 3 times"):
         protected.run(redelivery, lambda: 3)
+
+
+def test_a_redelivery_is_counted_once_however_many_attempts(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TimeoutError
+        return "ok"
+
+    protected = guard(redis_client, prefix, RetryPolicy.fixed(max_attempts=3, wait=0.0))
+    redelivery = CallContext(task_id="t", delivery_key=f"{prefix}:deliveries:t")
+    assert protected.run(redelivery, flaky) == "ok"
+    assert int(redis_client.get(f"{prefix}:deliveries:t") or 0) == 1
