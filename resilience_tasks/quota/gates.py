@@ -90,6 +90,10 @@ class BudgetGate(Gate):
             raise Defer(delay, f"over budget: {decision.reason}")
 
 
+#: Seconds batch work waits beyond an interactive call's due time, while that call comes back.
+_STAND_ASIDE = 0.2
+
+
 class RateLimitGate(Gate):
     """Take a unit of the resource's fleet-wide limit, waiting briefly or deferring if none."""
 
@@ -118,29 +122,31 @@ class RateLimitGate(Gate):
         limit = self._limit()
         if limit is None:
             return
-        if not call.interactive:
-            ahead = _float(watched.get(self._waiting_key)) - time.time()
-            if ahead > 0:  # interactive work is waiting on this limit: let it go first
-                raise Defer(
-                    ahead * (1 + random.uniform(0, limit.jitter)),
-                    f"rate limit {limit.spec}: interactive work goes first",
-                )
+        waiting = watched.get(self._waiting_key)
+        if waiting and not call.interactive:
+            # Interactive work waits on this limit (the key outlives its due time by a second,
+            # while it comes back): batch work stands aside until after it.
+            ahead = max(0.0, _float(waiting) - time.time()) + _STAND_ASIDE
+            raise Defer(
+                ahead * (1 + random.uniform(0, limit.jitter)),
+                f"rate limit {limit.spec}: interactive work goes first",
+            )
         identifiers = limit.identifiers(self.resource, self.team, call.args, call.kwargs)
         patience = limit.max_wait_in_worker
-        while True:
-            # batch work takes a place in line; interactive work asks for the next free unit
-            decision = self._limiter.acquire(limit, identifiers, reserve=not call.interactive)
-            if decision.allowed:
-                return
-            if decision.retry_after <= patience:
-                self._sleep(decision.retry_after)
-                patience -= decision.retry_after
-                continue
+        decision = self._limiter.acquire(limit, identifiers, reserve=False)
+        while not decision.allowed and decision.retry_after <= patience:
+            self._sleep(decision.retry_after)  # the next unit is close: wait for it here
+            patience -= decision.retry_after
+            decision = self._limiter.acquire(limit, identifiers, reserve=False)
+        if decision.allowed:
+            return
+        if call.interactive:  # interactive work waits for the next free unit, ahead of batch
             delay = decision.retry_after
-            if call.interactive:
-                self._client.set(
-                    self._waiting_key, time.time() + delay, px=int((delay + 1.0) * 1000)
-                )
-            else:
-                delay += random.uniform(0, limit.jitter * decision.interval)
+            self._client.set(self._waiting_key, time.time() + delay, px=int((delay + 1.0) * 1000))
             raise Defer(delay, f"rate limit {decision.window}")
+        # batch work leaves the worker with a place in line (one more round trip, only here)
+        decision = self._limiter.acquire(limit, identifiers, reserve=True)
+        if decision.allowed:
+            return
+        delay = decision.retry_after + random.uniform(0, limit.jitter * decision.interval)
+        raise Defer(delay, f"rate limit {decision.window}")

@@ -80,11 +80,11 @@ class RateLimit:
 
     ``per_team`` gives each team its own window; ``key`` derives a further identifier from the
     task's arguments (e.g. the API key an account uses), so each key gets its own window.
-    A refused call gets a place in line: a slot of the refusing window, spaced by the window's
-    rate after those already waiting. A slot closer than ``max_wait_in_worker`` seconds is
-    waited for inside the worker; a later one sends the work to the deferred store until then,
-    plus up to ``jitter`` of a slot's length, so a backlog returns at the limit's pace rather
-    than all at once.
+    When the next unit frees within ``max_wait_in_worker`` seconds, a refused call waits for it
+    inside the worker. Otherwise it leaves the worker with a place in line: a slot of the
+    refusing window, spaced at the window's rate after those already waiting, plus up to
+    ``jitter`` of a slot's length; it waits in the deferred store until then, so a backlog
+    returns at the limit's pace rather than all at once.
     """
 
     spec: str
