@@ -243,8 +243,8 @@ def main() -> None:
         finished = [call.get(timeout=60) for call in calls]
         span = max(started_at) - min(started_at)
         say(
-            f"   {len(finished)}/40 completed over {span:.1f}s (ideal: 3 s at 10/second after "
-            f"the first ten, plus the 1 s pause)\n"
+            f"   {len(finished)}/40 completed over {span:.1f}s (at 10/second, 40 calls need 3 s "
+            f"after the first ten; the pause overlaps that wait)\n"
         )
 
         outage_hits = dependency.hits - hits_before - len(waiting)
