@@ -34,6 +34,7 @@ from resilience_tasks import (
     ResilienceManager,
     RetryPolicy,
 )
+from resilience_tasks.deferred import PumpThread
 from resilience_tasks.state.connection import STATE_URL_ENV
 
 
@@ -96,22 +97,13 @@ def running(app: Celery, manager: ResilienceManager) -> Iterator[None]:
     """A worker in this process, plus the pump that beat would drive in a deployment."""
     from celery.contrib.testing.worker import start_worker
 
-    stop = threading.Event()
-
-    def pump() -> None:
-        while not stop.wait(0.2):
-            manager.pump()
-
-    thread = threading.Thread(target=pump, daemon=True)
-    with start_worker(
-        app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="CRITICAL"
+    with (
+        start_worker(
+            app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="CRITICAL"
+        ),
+        PumpThread(manager.pump, 0.2),
     ):
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(5)
+        yield
 
 
 def say(text: str) -> None:

@@ -7,16 +7,15 @@ resilience state, removed after each test. Nothing here fakes Redis or runs task
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import redis
 from celery import Celery
 
 from resilience_tasks import ResilienceManager
+from resilience_tasks.deferred import PumpThread
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 
@@ -60,22 +59,9 @@ def manager(app: Celery, prefix: str, unique: str) -> ResilienceManager:
     return ResilienceManager(f"team-{unique}", app=app, key_prefix=prefix)
 
 
-@contextmanager
-def pumping(manager: ResilienceManager, interval: float) -> Iterator[None]:
+def pumping(manager: ResilienceManager, interval: float) -> PumpThread:
     """Run the deferred pump every ``interval`` seconds in a thread, as beat does every second."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            manager.pump()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(5)
+    return PumpThread(manager.pump, interval)
 
 
 @pytest.fixture

@@ -12,17 +12,14 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, bootsteps, signals
 from kombu.entity import Exchange, Queue
 
+from resilience_tasks.deferred import PumpThread
 from resilience_tasks.errors import ConfigurationError, StateUnavailableError
-
-logger = logging.getLogger(__name__)
 
 JSON_ONLY = {
     "task_serializer": "json",
@@ -117,24 +114,13 @@ def pump_in_workers(app: Celery, name: str, pump: Callable[[], object], interval
     class DeferredPump(bootsteps.StartStopStep):  # type: ignore[misc]
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             super().__init__(worker, **kwargs)
-            self._stop = threading.Event()
-            self._thread: threading.Thread | None = None
+            self._thread = PumpThread(pump, interval, name=name)
 
         def start(self, worker: Any) -> None:
-            def loop() -> None:
-                while not self._stop.wait(interval):
-                    try:
-                        pump()
-                    except Exception:  # Redis or the broker is down: try again next round
-                        logger.warning("deferred pump failed; retrying", exc_info=True)
-
-            self._thread = threading.Thread(target=loop, name=name, daemon=True)
             self._thread.start()
 
         def stop(self, worker: Any) -> None:
-            self._stop.set()
-            if self._thread is not None:
-                self._thread.join(interval + 5)
+            self._thread.stop()
 
     DeferredPump.name = name
     app.steps["worker"].add(DeferredPump)

@@ -2,7 +2,7 @@
 
 from resilience_tasks.deferred.dead_letter import DeadLetter, DeadLetterStore
 from resilience_tasks.deferred.message import DeferredMessage, MalformedMessageError
-from resilience_tasks.deferred.pump import Pump, PumpReport
+from resilience_tasks.deferred.pump import Pump, PumpReport, PumpThread
 from resilience_tasks.deferred.store import DeferredStore
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "MalformedMessageError",
     "Pump",
     "PumpReport",
+    "PumpThread",
 ]

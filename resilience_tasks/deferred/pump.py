@@ -11,9 +11,11 @@ Several pumps may run at once (beat on two hosts, a manual drain): claims keep t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 
 from resilience_tasks.deferred.dead_letter import DeadLetterStore
 from resilience_tasks.deferred.message import DeferredMessage, MalformedMessageError
@@ -85,3 +87,46 @@ class Pump:
                 return total
             if time.monotonic() >= deadline:
                 return total
+
+
+class PumpThread:
+    """Runs ``pump`` every ``interval`` seconds in a daemon thread until stopped.
+
+    What a worker runs beside beat's entry, and what a single-process app (the demo) runs
+    instead of beat. A failing round (Redis or the broker down) is logged and retried.
+    """
+
+    def __init__(
+        self, pump: Callable[[], object], interval: float, name: str = "resilience-pump"
+    ) -> None:
+        self._pump = pump
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._pump()
+            except Exception:
+                logger.warning("deferred pump round failed; retrying", exc_info=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self._interval + 5)
+
+    def __enter__(self) -> PumpThread:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
