@@ -9,7 +9,8 @@ registers a Celery task whose base class runs the guard.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, overload
+from functools import partial
+from typing import Any
 
 import redis
 from celery import Celery
@@ -18,11 +19,10 @@ from celery.utils.imports import gen_task_name
 
 from resilience_tasks.adapter import install, poison
 from resilience_tasks.adapter.options import check_task_options
-from resilience_tasks.adapter.task import ResilientTask, TaskRuntime, publish_headers
+from resilience_tasks.adapter.task import ResilientTask, TaskRuntime, publish
 from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
 from resilience_tasks.deferred import (
     DeadLetterStore,
-    DeferredMessage,
     DeferredStore,
     Pump,
     PumpReport,
@@ -105,7 +105,7 @@ class ResilienceManager:
         self.limiter = FleetRateLimiter(self.redis, self.keys)
         self.ledger = SpendLedger(self.redis, self.keys)
         self.quotas = QuotaStore(self.redis, self.keys)
-        self._pump = Pump(self.deferred, self.dead_letters, self._publish)
+        self._pump = Pump(self.deferred, self.dead_letters, partial(publish, app))
         self._routes: dict[str, dict[str, str]] = {}
 
         install.configure(app, self.visibility_timeout)
@@ -120,11 +120,8 @@ class ResilienceManager:
 
     # -- declaring tasks -----------------------------------------------------------------------
 
-    @overload
     def task(
         self,
-        fn: Callable[..., Any],
-        /,
         *,
         resource: str,
         breaker: BreakerPolicy | None = None,
@@ -133,36 +130,7 @@ class ResilienceManager:
         interactive: bool = False,
         max_defer_age: float | None = None,
         **celery_options: Any,
-    ) -> ResilientTask: ...
-
-    @overload
-    def task(
-        self,
-        fn: None = None,
-        /,
-        *,
-        resource: str,
-        breaker: BreakerPolicy | None = None,
-        retry: RetryPolicy | None = None,
-        rate_limit: str | RateLimit | None = None,
-        interactive: bool = False,
-        max_defer_age: float | None = None,
-        **celery_options: Any,
-    ) -> Callable[[Callable[..., Any]], ResilientTask]: ...
-
-    def task(
-        self,
-        fn: Callable[..., Any] | None = None,
-        /,
-        *,
-        resource: str,
-        breaker: BreakerPolicy | None = None,
-        retry: RetryPolicy | None = None,
-        rate_limit: str | RateLimit | None = None,
-        interactive: bool = False,
-        max_defer_age: float | None = None,
-        **celery_options: Any,
-    ) -> ResilientTask | Callable[[Callable[..., Any]], ResilientTask]:
+    ) -> Callable[[Callable[..., Any]], ResilientTask]:
         """Declare a resilient task guarded by ``resource``'s fleet breaker and a retry policy.
 
         Other Celery task options pass through (``acks_late``, ``time_limit``, ``queue``...);
@@ -202,7 +170,7 @@ class ResilienceManager:
             )(func)
             return task
 
-        return decorate(fn) if fn is not None else decorate
+        return decorate
 
     def _route(self, task_name: str, queue: str) -> None:
         self._routes[task_name] = {"queue": queue}
@@ -312,18 +280,6 @@ class ResilienceManager:
     def pump(self, max_seconds: float = 0.9) -> PumpReport:
         """Publish every due deferred task (what the beat-scheduled pump task runs)."""
         return self._pump.drain(max_seconds)
-
-    def _publish(self, message: DeferredMessage) -> None:
-        self.app.send_task(
-            message.task,
-            args=message.args,
-            kwargs=message.kwargs,
-            task_id=message.task_id,
-            queue=message.queue,
-            headers=publish_headers(message),
-            add_to_parent=False,
-            **message.options,
-        )
 
     def _install_pump(self, queue: str, interval: float) -> Any:
         name = f"resilience_tasks.pump.{self.team}"

@@ -198,3 +198,17 @@ def publish_headers(message: DeferredMessage) -> dict[str, Any]:
             "interactive": message.interactive,
         }
     }
+
+
+def publish(app: Any, message: DeferredMessage) -> None:
+    """Publish a deferred message again, under its own task id, on its own queue."""
+    app.send_task(
+        message.task,
+        args=message.args,
+        kwargs=message.kwargs,
+        task_id=message.task_id,
+        queue=message.queue,
+        headers=publish_headers(message),
+        add_to_parent=False,
+        **message.options,
+    )
