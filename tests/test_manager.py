@@ -17,16 +17,9 @@ from resilience_tasks import (
     ResilienceManager,
     RetryPolicy,
 )
+from tests.conftest import wait_for
 
 Start = Callable[..., None]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_a_task_runs_and_returns(manager: ResilienceManager, worker: Start, unique: str) -> None:

@@ -14,17 +14,9 @@ from resilience_tasks import BreakerPolicy, ResilienceManager, RetryPolicy
 from resilience_tasks.quota.provider import RateLimitedError
 from resilience_tasks.quota.rate_limit import RateLimit
 from resilience_tasks.quota.report import report_quota, report_usage
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, wait_for
 
 Start = Callable[..., None]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 class CountingConnection(redis.Connection):

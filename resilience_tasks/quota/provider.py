@@ -14,6 +14,7 @@ import email.utils
 import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -97,43 +98,46 @@ def parse_duration(text: str) -> float | None:
     return sum(float(amount) * scale[unit] for amount, unit in parts)
 
 
-def openai_quota(headers: Mapping[str, str]) -> dict[str, float]:
-    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``."""
+def _quota_fields(
+    headers: Mapping[str, str],
+    name: Callable[[str, str], str],
+    reset_seconds: Callable[[str], float | None],
+) -> dict[str, float]:
+    """Read ``{limit,remaining,reset}`` of requests and tokens; ``name(field, kind)`` gives
+    each header's name in the provider's shape."""
     lowered = {key.lower(): value for key, value in headers.items()}
     quota: dict[str, float] = {}
     for kind in ("requests", "tokens"):
         for field in ("limit", "remaining"):
-            value = lowered.get(f"x-ratelimit-{field}-{kind}")
+            value = lowered.get(name(field, kind))
             if value is not None:
                 with contextlib.suppress(ValueError):
                     quota[f"{field}_{kind}"] = float(value)
-        reset = lowered.get(f"x-ratelimit-reset-{kind}")
-        seconds = parse_duration(reset) if reset is not None else None
+        reset = lowered.get(name("reset", kind))
+        seconds = reset_seconds(reset) if reset is not None else None
         if seconds is not None:
             quota[f"reset_{kind}"] = seconds
     return quota
 
 
+def _seconds_until(rfc3339: str) -> float | None:
+    try:
+        when = datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def openai_quota(headers: Mapping[str, str]) -> dict[str, float]:
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` (reset: ``6m0s``)."""
+    return _quota_fields(headers, lambda field, kind: f"x-ratelimit-{field}-{kind}", parse_duration)
+
+
 def anthropic_quota(headers: Mapping[str, str]) -> dict[str, float]:
     """``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`` (reset: RFC 3339)."""
-    lowered = {key.lower(): value for key, value in headers.items()}
-    quota: dict[str, float] = {}
-    for kind in ("requests", "tokens"):
-        for field in ("limit", "remaining"):
-            value = lowered.get(f"anthropic-ratelimit-{kind}-{field}")
-            if value is not None:
-                with contextlib.suppress(ValueError):
-                    quota[f"{field}_{kind}"] = float(value)
-        reset = lowered.get(f"anthropic-ratelimit-{kind}-reset")
-        if reset is not None:
-            try:
-                from datetime import datetime
-
-                when = datetime.fromisoformat(reset.replace("Z", "+00:00"))
-                quota[f"reset_{kind}"] = max(0.0, when.timestamp() - time.time())
-            except ValueError:
-                pass
-    return quota
+    return _quota_fields(
+        headers, lambda field, kind: f"anthropic-ratelimit-{kind}-{field}", _seconds_until
+    )
 
 
 DEFAULT_PARSERS: tuple[QuotaParser, ...] = (openai_quota, anthropic_quota)
