@@ -44,6 +44,8 @@ from resilience_tasks.state.keys import KeySpace
 #: Celery's control exceptions: how a task steers its own fate, never a dependency failure.
 CELERY_CONTROL = (Retry, Ignore, Reject, SoftTimeLimitExceeded)
 
+#: Prefix of each team's control queue (``resilience.control.<team>``): a team's pump task
+#: is known only to its own workers, so teams sharing a broker must not share this queue.
 CONTROL_QUEUE = "resilience.control"
 
 
@@ -72,7 +74,7 @@ class ResilienceManager:
         max_deliveries: int = 5,
         pump_interval: float = 1.0,
         worker_pump_interval: float | None = 1.0,
-        control_queue: str = CONTROL_QUEUE,
+        control_queue: str | None = None,
     ) -> None:
         if not isinstance(team, str) or not team or ":" in team:
             raise ConfigurationError(f"team must be a non-empty name without ':', got {team!r}")
@@ -112,7 +114,9 @@ class ResilienceManager:
         install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
         poison.install(app, self.dead_letters)
-        self.pump_task = self._install_pump(control_queue, pump_interval)
+        self.pump_task = self._install_pump(
+            control_queue or f"{CONTROL_QUEUE}.{team}", pump_interval
+        )
         if worker_pump_interval is not None:
             install.pump_in_workers(
                 app, f"resilience_tasks.worker_pump.{team}", self.pump, worker_pump_interval

@@ -28,7 +28,6 @@ def redis_client() -> redis.Redis:
         client.ping()
     except redis.RedisError as exc:  # a missing server is a failure, never a skip
         pytest.fail(f"the tests need Redis at {REDIS_URL}: {exc}")
-    client.flushdb()
     return client
 
 
@@ -51,7 +50,12 @@ def unique() -> str:
 @pytest.fixture
 def app(unique: str) -> Celery:
     celery_app = Celery(f"test-{unique}", broker=REDIS_URL, backend=REDIS_URL)
-    celery_app.conf.update(broker_connection_retry_on_startup=True, result_expires=600)
+    # Queues of this test's own: suites running side by side on one Redis never share a queue.
+    celery_app.conf.update(
+        broker_connection_retry_on_startup=True,
+        result_expires=600,
+        task_default_queue=f"celery-{unique}",
+    )
     return celery_app
 
 
