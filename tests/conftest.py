@@ -36,7 +36,8 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     name = f"rt-test-{uuid.uuid4().hex[:8]}"
     yield name
-    keys = list(redis_client.scan_iter(f"{name}:*", count=1000))
+    # KeySpace keys are ``{name}:...`` (the hash tag); test apps also write ``name:...``.
+    keys = list(redis_client.scan_iter(f"*{name}*", count=1000))
     if keys:
         redis_client.delete(*keys)
 
