@@ -1,0 +1,118 @@
+"""Long outage: what parked work costs a worker and the healthy work beside it.
+
+Method: bench/README.md. python bench/long_outage.py [--quick] [--systems ours,pybreaker]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import ModuleType
+
+from _harness import load, supervisor
+from celery.result import AsyncResult, denied_join_result
+
+from resilience_tasks.testing import HTTPDependency, Mode, wait_until
+from resilience_tasks.testing.bench import BenchDatabase, database, parser, print_table, ratio
+
+OWNER = "bench/long_outage.py"
+TASKS = {
+    "ours": ("outage_call", "healthy_call"),
+    "pybreaker": ("pb_outage_call", "pb_healthy_call"),
+}
+
+
+@dataclass
+class Run:
+    system: str
+    normal: float  # healthy tasks/s, no outage
+    during: float  # healthy tasks/s, burst during the outage
+    cpu: float  # worker CPU-seconds over the outage
+    burst_cpu: float  # of which during the burst
+    hits: int  # requests that reached the dead dependency
+    recovered: str  # parked tasks done after recovery, and how long it took
+
+
+def burst(apps: ModuleType, db: BenchDatabase, task: str, url: str, count: int) -> float:
+    """Publish ``count`` healthy tasks at once; tasks/s until the last body finished."""
+    start = int(db.client.get("bench:done:healthy") or 0)
+    began = time.monotonic()
+    with denied_join_result():
+        for _ in range(count):
+            getattr(apps, task).apply_async((url,))
+    if not wait_until(lambda: int(db.client.get("bench:done:healthy") or 0) >= start + count, 600):
+        raise RuntimeError("the healthy burst did not finish in 600 s")
+    return count / (time.monotonic() - began)
+
+
+def run(apps: ModuleType, db: BenchDatabase, system: str, args: object) -> Run:
+    quick = getattr(args, "quick", False)
+    parked, count = (300, 300) if quick else (1000, 1000)
+    outage, burst_at = (20.0, 8.0) if quick else (60.0, 25.0)
+    dep_task, healthy_task = TASKS[system]
+    with HTTPDependency() as dep, HTTPDependency() as healthy, supervisor(apps, db) as sup:
+        worker = sup.worker(
+            system, queues=apps.OUTAGE_QUEUES[system], concurrency=4, ready=apps.app
+        )
+        burst(apps, db, healthy_task, healthy.url, count // 5)  # warm-up
+        normal = burst(apps, db, healthy_task, healthy.url, count)
+        dep.mode = Mode.FAILING
+        began, cpu0 = time.monotonic(), worker.cpu_seconds()
+        with denied_join_result():
+            ids = [getattr(apps, dep_task).apply_async((dep.url,)).id for _ in range(parked)]
+        time.sleep(max(0.0, began + burst_at - time.monotonic()))
+        burst_cpu = worker.cpu_seconds()
+        during = burst(apps, db, healthy_task, healthy.url, count)
+        burst_cpu = worker.cpu_seconds() - burst_cpu
+        time.sleep(max(0.0, began + outage - time.monotonic()))
+        cpu, hits = worker.cpu_seconds() - cpu0, dep.hits(began)
+        dep.mode = Mode.HEALTHY
+        back = time.monotonic()
+        failed = sum(AsyncResult(i, app=apps.app).state == "FAILURE" for i in ids)
+        wait_until(lambda: int(db.client.get("bench:done:dep") or 0) >= parked - failed, 300, 0.2)
+        finished = int(db.client.get("bench:done:dep") or 0)
+        recovered = f"{finished}/{parked} in {time.monotonic() - back:.0f} s ({failed} failed)"
+    return Run(system, normal, during, cpu, burst_cpu, hits, recovered)
+
+
+def main() -> None:
+    cli = parser(__doc__.splitlines()[0], default_db=11)
+    cli.add_argument("--systems", default="ours,pybreaker", help="in this order")
+    args = cli.parse_args()
+    runs = []
+    with database(args, OWNER) as db:
+        apps = load(db, "rtbench-outage")
+        for system in args.systems.split(","):
+            db.reset()
+            runs.append(run(apps, db, system, args))
+    outage = 20 if args.quick else 60
+    print_table(
+        f"## long_outage: 1 worker -c 4, {outage} s outage, parked work + a healthy burst",
+        [
+            "system",
+            "healthy tasks/s: normal",
+            "during outage",
+            "ratio",
+            "worker CPU-s",
+            "of which the burst",
+            "dependency hits",
+            "parked work after recovery",
+        ],
+        [
+            [
+                r.system,
+                f"{r.normal:.0f}",
+                f"{r.during:.0f}",
+                ratio(r.during, r.normal),
+                f"{r.cpu:.1f}",
+                f"{r.burst_cpu:.1f}",
+                r.hits,
+                r.recovered,
+            ]
+            for r in runs
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
