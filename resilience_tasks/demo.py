@@ -1,12 +1,14 @@
-"""A five-minute tour of the resilience protocols, runnable on a bare machine.
+"""A tour of the resilience protocols, runnable on a bare machine: ``resilience-demo``.
 
-``resilience-demo`` (or ``python -m resilience_tasks.demo``) starts a small HTTP dependency on
-loopback, a Celery worker in this process and the deferred pump, then walks through an outage:
-healthy calls, in-process retries, the breaker tripping, work deferred instead of failed or
-blocking, half-open trials, recovery with every caller's ``AsyncResult`` resolving, and a task
-that waited too long ending in the dead-letter store with its reason.
+It starts a small HTTP dependency on loopback, a Celery worker in this process and the deferred
+pump, then walks through an outage: healthy calls, in-process retries, the breaker tripping,
+work deferred instead of failed or blocking, half-open trials, recovery with every caller's
+``AsyncResult`` resolving, a task that waited too long ending in the dead-letter store, and a
+fleet rate limit. It then accounts for every task it sent from the outcomes it collected, and
+exits non-zero if any is unaccounted for: the closing line is a measurement, not a slogan.
 
-Where ``RESILIENCE_REDIS_URL`` is set the demo uses that Redis for broker, results and state.
+With ``--redis-url`` (or ``RESILIENCE_REDIS_URL``) it runs on that Redis for broker, results
+and state, under a key prefix and queue names of its own run, and removes them afterwards.
 Otherwise it runs embedded: Celery's in-memory broker and an in-process Redis emulation
 (fakeredis, from the ``demo`` extra) for the state, so nothing needs to be installed or
 running. The tests never use the emulation; they run against a real Redis and real workers.
@@ -14,28 +16,48 @@ running. The tests never use the emulation; they run against a real Redis and re
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import redis
 from celery import Celery
+from celery.exceptions import TimeoutError as ResultTimeout
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 
 from resilience_tasks import (
     BreakerPolicy,
+    ConfigurationError,
     DeadLetteredError,
     RateLimit,
     RateLimitedError,
     ResilienceManager,
     RetryPolicy,
+    StateUnavailableError,
+    __version__,
 )
 from resilience_tasks.deferred import PumpThread
+from resilience_tasks.state import connection
 from resilience_tasks.state.connection import STATE_URL_ENV
+
+#: Exit statuses, also listed in ``--help``.
+EXIT_OK, EXIT_LOST, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+#: How long the demo waits for any one task's outcome before counting it as lost.
+OUTCOME_TIMEOUT = 60.0
+
+PROG = "resilience-demo"
 
 
 class ServiceUnavailable(Exception):
@@ -69,27 +91,147 @@ class Dependency:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
-def build_app() -> tuple[Celery, ResilienceManager, str]:
-    url = os.environ.get(STATE_URL_ENV)
-    if url:
-        app = Celery("resilience-demo", broker=url, backend=url)
-        manager = ResilienceManager("demo", app=app, key_prefix="rt-demo", pump_interval=0.2)
-        return app, manager, f"Redis at {url}"
+# -- accounting ----------------------------------------------------------------------------------
+
+RETURNED, FAILED_BY_POLICY, DEAD_LETTERED = "returned", "failed as its policy says", "dead-lettered"
+ACCOUNTED = (RETURNED, FAILED_BY_POLICY, DEAD_LETTERED)
+
+
+@dataclass
+class Sent:
+    """One task the demo sent, what its policy says may end it, and how it did end."""
+
+    label: str
+    result: AsyncResult
+    policy_failure: type[BaseException] | None = None
+    outcome: str | None = None
+    detail: str = ""
+
+
+class Tally:
+    """Every task sent, settled one by one from what its ``AsyncResult`` actually reports.
+
+    A task is accounted for when it returned, failed with the error its retry policy ends in,
+    or was dead-lettered (its caller got ``DeadLetteredError`` and the dead-letter store holds
+    its record). Anything else (no outcome in time, an unexpected error, a dead-letter error
+    with no record) is lost, and the demo says which and why.
+    """
+
+    def __init__(self, manager: ResilienceManager) -> None:
+        self.manager = manager
+        self.sent: list[Sent] = []
+
+    def send(
+        self,
+        task: Any,
+        *args: Any,
+        label: str,
+        policy_failure: type[BaseException] | None = None,
+    ) -> Sent:
+        entry = Sent(label, task.delay(*args), policy_failure)
+        self.sent.append(entry)
+        return entry
+
+    def settle(self, entry: Sent, timeout: float = OUTCOME_TIMEOUT) -> Sent:
+        """Wait for ``entry``'s outcome (once) and classify it."""
+        if entry.outcome is not None:
+            return entry
+        try:
+            entry.detail = str(entry.result.get(timeout=timeout))
+            entry.outcome = RETURNED
+        except DeadLetteredError as error:
+            record = self.manager.dead_letters.get(entry.result.id)
+            if record is None:
+                entry.outcome, entry.detail = "lost", f"DeadLetteredError but no record: {error}"
+            else:
+                entry.outcome, entry.detail = DEAD_LETTERED, record.reason
+        except ResultTimeout:
+            entry.outcome = "lost"
+            entry.detail = f"no outcome after {timeout:.0f}s (state {entry.result.state})"
+        except Exception as error:
+            if entry.policy_failure is not None and isinstance(error, entry.policy_failure):
+                entry.outcome = FAILED_BY_POLICY
+            else:
+                entry.outcome = "lost"
+            entry.detail = f"{type(error).__name__}: {error}"
+        return entry
+
+    def settle_all(self) -> None:
+        for entry in self.sent:
+            self.settle(entry)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for entry in self.sent if entry.outcome == outcome)
+
+    @property
+    def lost(self) -> list[Sent]:
+        return [entry for entry in self.sent if entry.outcome not in ACCOUNTED]
+
+
+# -- the app ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    app: Celery
+    manager: ResilienceManager
+    where: str
+    queue: Callable[[str], str]
+    cleanup: Callable[[Sequence[str]], None]
+
+
+def embedded_setup(run: str) -> Setup:
     try:
         import fakeredis
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        raise SystemExit(
-            "the embedded demo needs the demo extra: pip install 'resilience-tasks[demo]' "
-            f"(or set {STATE_URL_ENV} to a running Redis)"
-        ) from None
+    except ImportError:
+        print(
+            f"{PROG}: the embedded demo needs the demo extra: "
+            f"pip install 'resilience-tasks[demo]' (or give --redis-url)",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE) from None
     app = Celery("resilience-demo", broker="memory://", backend="cache+memory://")
     app.conf.broker_transport_options = {"polling_interval": 0.01}
     manager = ResilienceManager(
-        "demo", app=app, redis_client=fakeredis.FakeRedis(), pump_interval=0.2
+        f"demo-{run}", app=app, redis_client=fakeredis.FakeRedis(), pump_interval=0.2
     )
-    return app, manager, "embedded: in-memory broker, in-process Redis emulation"
+    where = "embedded: in-memory broker, in-process Redis emulation"
+    return Setup(app, manager, where, queue=lambda name: name, cleanup=lambda ids: None)
+
+
+def redis_setup(url: str, run: str) -> Setup:
+    """Broker, results and state on ``url``, under names of this run only.
+
+    A user's Redis may hold a real deployment's queues: the demo's worker must consume none of
+    them, and two demos running at once must not take each other's tasks.
+    """
+    app = Celery("resilience-demo", broker=url, backend=url)
+    app.conf.update(task_default_queue=f"resilience-demo.{run}", result_expires=3600)
+    prefix = f"rt-demo-{run}"
+    manager = ResilienceManager(
+        f"demo-{run}", app=app, redis_url=url, key_prefix=prefix, pump_interval=0.2
+    )
+
+    def cleanup(task_ids: Sequence[str]) -> None:
+        """Delete the run's state, queues and results: a demo leaves nothing behind."""
+        client = connection.connect(url)
+        try:
+            keys: list[Any] = list(client.scan_iter(f"*{prefix}*", count=1000))
+            for queue in app.conf.task_queues or ():
+                name = queue.name
+                keys += [name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}"]
+            keys += [f"celery-task-meta-{task_id}" for task_id in task_ids]
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+        finally:
+            client.close()
+
+    return Setup(
+        app, manager, f"Redis at {connection.redact(url)}", lambda name: f"{name}.{run}", cleanup
+    )
 
 
 @contextmanager
@@ -106,21 +248,23 @@ def running(app: Celery, manager: ResilienceManager) -> Iterator[None]:
         yield
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
+# -- the tour --------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    app, manager, where = build_app()
+def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
+    """Walk through the outage, sending every task through ``tally``."""
+    app, manager, queue = setup.app, setup.manager, setup.queue
     dependency = Dependency()
     breaker_policy = BreakerPolicy(fail_max=3, reset_timeout=2.0)
+    retry_policy = RetryPolicy.exponential(
+        max_attempts=3, initial=0.1, maximum=0.4, jitter=0.05, retry_on=(ServiceUnavailable,)
+    )
 
     @manager.task(
         resource="demo.search-api",
         breaker=breaker_policy,
-        retry=RetryPolicy.exponential(
-            max_attempts=3, initial=0.1, maximum=0.4, jitter=0.05, retry_on=(ServiceUnavailable,)
-        ),
+        retry=retry_policy,
+        queue=queue("demo.search-api"),
     )
     def fetch(url: str, n: int) -> str:
         try:
@@ -130,14 +274,17 @@ def main() -> None:
             raise ServiceUnavailable(f"{error.code} from the dependency") from None
 
     @manager.task(
-        resource="demo.archive", breaker=BreakerPolicy(reset_timeout=0.5), max_defer_age=1.5
+        resource="demo.archive",
+        breaker=BreakerPolicy(reset_timeout=0.5),
+        max_defer_age=1.5,
+        queue=queue("demo.archive"),
     )
     def archive(item: str) -> str:
         raise ServiceUnavailable(f"the archive service is down; {item} not stored")
 
     started_at: list[float] = []
 
-    @manager.task(resource="demo.llm", rate_limit=RateLimit("10/second"))
+    @manager.task(resource="demo.llm", rate_limit=RateLimit("10/second"), queue=queue("demo.llm"))
     def complete(n: int) -> int:
         started_at.append(time.time())
         if n == 0 and len(started_at) == 1:
@@ -145,108 +292,216 @@ def main() -> None:
         return n
 
     breaker = manager.breaker("demo.search-api")
-    breaker.close()
-    manager.breaker("demo.archive").close()
-    manager.limiter.clear(RateLimit("10/second"), ("demo.llm",))
-    say(f"resilience-tasks demo ({where})\ndependency: {dependency.url}\n")
-    with running(app, manager):
-        say("1. Healthy dependency: five tasks through the breaker.")
-        results = [fetch.delay(dependency.url, n) for n in range(5)]
-        for result in results:
-            say(f"   {result.get(timeout=20)}")
-        say(f"   breaker: {breaker.current_state}; dependency hits: {dependency.hits}\n")
+    say(f"resilience-tasks demo ({setup.where})\ndependency: {dependency.url}\n")
+    try:
+        with running(app, manager):
+            say("1. Healthy dependency: five tasks through the breaker.")
+            for n in range(5):
+                entry = tally.settle(tally.send(fetch, dependency.url, n, label=f"call {n}"))
+                say(f"   {entry.detail}")
+            say(f"   breaker: {breaker.current_state}; dependency hits: {dependency.hits}\n")
 
-        say(
-            "2. The dependency goes down (503). A task retries inside the worker "
-            "(waits of ~0.1 s and ~0.2 s);"
-        )
-        say(
-            f"   every attempt is a failure to the breaker, which opens after "
-            f"{breaker_policy.fail_max} of them, for the whole fleet."
-        )
-        dependency.healthy = False
-        hits_before = dependency.hits
+            say(
+                "2. The dependency goes down (503). A task retries inside the worker "
+                "(waits of ~0.1 s and ~0.2 s);"
+            )
+            say(
+                f"   every attempt is a failure to the breaker, which opens after "
+                f"{breaker_policy.fail_max} of them, for the whole fleet."
+            )
+            dependency.healthy = False
+            hits_before = dependency.hits
+            entry = tally.settle(
+                tally.send(
+                    fetch, dependency.url, 100, label="call 100", policy_failure=ServiceUnavailable
+                )
+            )
+            say(f"   task 100 {entry.outcome}: {entry.detail}")
+            say(
+                f"   breaker: {breaker.current_state}; dependency hits during the outage so far: "
+                f"{dependency.hits - hits_before}\n"
+            )
+
+            say(
+                "3. Twenty more tasks arrive during the outage. None calls the dependency and "
+                "none holds a worker:"
+            )
+            say(
+                "   they wait in the deferred store, and each half-open period sends exactly "
+                "one trial."
+            )
+            waiting = [
+                tally.send(fetch, dependency.url, 200 + n, label=f"call {200 + n}")
+                for n in range(20)
+            ]
+            time.sleep(1.0)
+            states = sorted({entry.result.state for entry in waiting})
+            say(f"   states: {states}; deferred depth: {manager.deferred.depth()}")
+            time.sleep(2.5 * breaker_policy.reset_timeout)
+            say(
+                f"   after two reset timeouts: breaker {breaker.current_state}, dependency hits "
+                f"during the outage: {dependency.hits - hits_before}\n"
+            )
+
+            say(
+                "4. The dependency recovers. The next trial succeeds, the breaker closes, and "
+                "every caller's"
+            )
+            say("   AsyncResult resolves under its task id:")
+            outage_hits = dependency.hits - hits_before
+            dependency.healthy = True
+            started = time.monotonic()
+            for entry in waiting:
+                tally.settle(entry)
+            returned = sum(1 for entry in waiting if entry.outcome == RETURNED)
+            say(
+                f"   {returned}/{len(waiting)} returned in {time.monotonic() - started:.1f}s; "
+                f"breaker: {breaker.current_state}\n"
+            )
+
+            say(
+                "5. Work that cannot run is never dropped silently: a task whose dependency "
+                "stays down past"
+            )
+            say(
+                "   max_defer_age (1.5 s) ends in the dead-letter store with its reason, and its "
+                "caller gets DeadLetteredError."
+            )
+            manager.breaker("demo.archive").open()
+            entry = tally.settle(tally.send(archive, "report.pdf", label="archive report.pdf"))
+            say(f"   {entry.outcome}: {entry.detail}\n")
+
+            say(
+                "6. A rate limit holds for the whole fleet: 40 calls to an LLM limited to "
+                "10/second. The first"
+            )
+            say(
+                "   answers 429 with Retry-After: 1, which pauses every call to that resource "
+                "for 1 s; none fails."
+            )
+            calls = [tally.send(complete, n, label=f"completion {n}") for n in range(40)]
+            for entry in calls:
+                tally.settle(entry)
+            returned = sum(1 for entry in calls if entry.outcome == RETURNED)
+            span = max(started_at) - min(started_at) if started_at else 0.0
+            say(
+                f"   {returned}/40 returned over {span:.1f}s (at 10/second, 40 calls need 3 s "
+                f"after the first ten; the pause overlaps that wait)\n"
+            )
+            tally.settle_all()
+            say(
+                f"During the outage {1 + len(waiting)} tasks were sent and {outage_hits} calls "
+                f"reached the dead dependency.\n"
+            )
+    finally:
+        dependency.close()
+
+
+def account(tally: Tally, left_waiting: int) -> list[str]:
+    """The closing lines, computed from the outcomes collected."""
+    lost = tally.lost
+    lines = [
+        f"sent: {len(tally.sent)}",
+        f"returned: {tally.count(RETURNED)}",
+        f"failed as their retry policy says: {tally.count(FAILED_BY_POLICY)}",
+        f"dead-lettered: {tally.count(DEAD_LETTERED)}",
+        f"left waiting in the deferred store: {left_waiting}",
+        f"lost: {len(lost)}",
+    ]
+    lines += [f"  lost {entry.label} ({entry.result.id}): {entry.detail}" for entry in lost[:10]]
+    if len(lost) > 10:
+        lines.append(f"  ... and {len(lost) - 10} more")
+    return lines
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Walk through an outage of a local HTTP dependency with resilient Celery tasks: "
+            "retries, the fleet breaker, deferred work, recovery, the dead-letter store and a "
+            "fleet rate limit; then account for every task sent."
+        ),
+        epilog=(
+            f"Without --redis-url or {STATE_URL_ENV} the demo runs embedded (in-memory broker, "
+            "in-process Redis emulation; needs the demo extra). On a real Redis it uses a key "
+            "prefix and queues of its own run and deletes them afterwards. Exit status: "
+            f"{EXIT_OK} every task accounted for, {EXIT_LOST} some task lost, {EXIT_USAGE} bad "
+            f"arguments, {EXIT_UNREACHABLE} Redis unreachable."
+        ),
+    )
+    where = cli.add_mutually_exclusive_group()
+    where.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help=f"run on this Redis (broker, results and state); default: ${STATE_URL_ENV}",
+    )
+    where.add_argument(
+        "--embedded",
+        action="store_true",
+        help=f"run embedded even if {STATE_URL_ENV} is set",
+    )
+    cli.add_argument("-q", "--quiet", action="store_true", help="print only the closing account")
+    cli.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cli = parser()
+    options = cli.parse_args(argv)
+    source = "--redis-url" if options.redis_url else STATE_URL_ENV
+    url: str | None = (
+        None if options.embedded else (options.redis_url or os.environ.get(STATE_URL_ENV) or None)
+    )
+    if url is not None and not url.startswith(("redis://", "rediss://")):
+        cli.error(f"{source} must be a redis:// or rediss:// URL, got {connection.redact(url)}")
+    run = uuid.uuid4().hex[:8]
+
+    def say(text: str) -> None:
+        if not options.quiet:
+            print(text, flush=True)
+
+    if url is not None:
+        problem = unusable(url, source)
+        if problem is not None:
+            print(f"{PROG}: {problem[1]}", file=sys.stderr)
+            return problem[0]
+    setup = redis_setup(url, run) if url is not None else embedded_setup(run)
+    tally = Tally(setup.manager)
+    try:
+        tour(setup, tally, say)
+        left_waiting = setup.manager.deferred.depth()
+    except (redis.RedisError, OperationalError, OSError) as error:
+        print(f"{PROG}: lost the connection to Redis mid-run: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        with suppress(redis.RedisError):
+            setup.cleanup([entry.result.id for entry in tally.sent])
+    lines = account(tally, left_waiting)
+    print("Every task sent, accounted for from its outcome:", flush=True)
+    for line in lines:
+        print(f"  {line}", flush=True)
+    return EXIT_OK if not tally.lost and left_waiting == 0 else EXIT_LOST
+
+
+def unusable(url: str, origin: str) -> tuple[int, str] | None:
+    """Why Redis at ``url`` cannot be used (exit status, the library's one line), or None."""
+    source = connection.StateURL(url, origin)
+    try:
+        client = connection.connect(source, socket_connect_timeout=3.0, socket_timeout=5.0)
         try:
-            fetch.delay(dependency.url, 100).get(timeout=20)
-        except ServiceUnavailable as error:
-            say(f"   task 100 failed after its 3 attempts: {error}")
-        say(
-            f"   breaker: {breaker.current_state}; dependency hits during the outage so far: "
-            f"{dependency.hits - hits_before}\n"
-        )
-
-        say(
-            "3. Twenty more tasks arrive during the outage. None calls the dependency and none "
-            "holds a worker:"
-        )
-        say(
-            "   they wait in the deferred store, and each half-open period sends exactly one trial."
-        )
-        waiting = [fetch.delay(dependency.url, 200 + n) for n in range(20)]
-        time.sleep(1.0)
-        states = sorted({result.state for result in waiting})
-        say(f"   states: {states}; deferred depth: {manager.deferred.depth()}")
-        time.sleep(4.5)
-        say(
-            f"   after two reset timeouts: breaker {breaker.current_state}, dependency hits "
-            f"during the outage: {dependency.hits - hits_before}\n"
-        )
-
-        say(
-            "4. The dependency recovers. The next trial succeeds, the breaker closes, and "
-            "every caller's"
-        )
-        say("   AsyncResult resolves:")
-        dependency.healthy = True
-        started = time.monotonic()
-        done = [result.get(timeout=60) for result in waiting]
-        say(
-            f"   {len(done)}/{len(waiting)} completed in {time.monotonic() - started:.1f}s "
-            f"(same task ids); breaker: {breaker.current_state}\n"
-        )
-
-        say(
-            "5. Work that cannot run is never dropped silently: a task whose dependency stays "
-            "down past"
-        )
-        say(
-            "   max_defer_age (1.5 s) ends in the dead-letter store with its reason, and its "
-            "caller gets DeadLetteredError."
-        )
-        manager.breaker("demo.archive").open()
-        stuck = archive.delay("report.pdf")
-        try:
-            stuck.get(timeout=30)
-        except DeadLetteredError as error:
-            say(f"   caller sees: DeadLetteredError: {error}")
-        entry = manager.dead_letters.get(stuck.id)
-        if entry is not None:
-            say(f"   dead-letter store: {entry.task_id} -> {entry.reason}\n")
-
-        say(
-            "6. A rate limit holds for the whole fleet: 40 calls to an LLM limited to "
-            "10/second. The first"
-        )
-        say(
-            "   answers 429 with Retry-After: 1, which pauses every call to that resource for "
-            "1 s; none fails."
-        )
-        calls = [complete.delay(n) for n in range(40)]
-        finished = [call.get(timeout=60) for call in calls]
-        span = max(started_at) - min(started_at)
-        say(
-            f"   {len(finished)}/40 completed over {span:.1f}s (at 10/second, 40 calls need 3 s "
-            f"after the first ten; the pause overlaps that wait)\n"
-        )
-
-        outage_hits = dependency.hits - hits_before - len(waiting)
-        say(
-            f"Summary: {1 + len(waiting)} tasks submitted during the outage; "
-            f"{outage_hits} calls reached the dead dependency; "
-            f"{len(done)} deferred tasks completed after recovery; nothing was lost."
-        )
-    dependency.close()
+            connection.ensure_reachable(client, source)
+        finally:
+            client.close()
+    except ConfigurationError as error:
+        return EXIT_USAGE, str(error)
+    except StateUnavailableError as error:
+        return EXIT_UNREACHABLE, str(error)
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
