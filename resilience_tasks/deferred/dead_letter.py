@@ -55,12 +55,13 @@ end
 # KEYS: entries hash, index zset. ARGV: max_age, max_entries, batch (-1: no limit), id, record.
 ADD = with_clock(
     """
+local at = string.format('%.6f', now)
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
-redis.call('ZADD', KEYS[2], now, ARGV[4])
+redis.call('ZADD', KEYS[2], at, ARGV[4])
 """
     + _TRIM
     + """
-return {tostring(now), removed}
+return {at, removed}
 """
 )
 

@@ -55,7 +55,7 @@ def test_raw_garbage_is_dead_lettered_and_the_worker_goes_on(
 ) -> None:
     marker = uuid.uuid4().hex
     push(redis_client, poison_worker.queue, item.replace(b"MARK", marker.encode()))
-    wait_for(lambda: poison_worker.records_containing(marker), timeout=60)
+    wait_for(lambda: bool(poison_worker.records_containing(marker)), timeout=60)
     [entry] = poison_worker.records_containing(marker)
     assert reason in entry.reason
     assert entry.task_id.startswith("unreadable-")
@@ -70,7 +70,7 @@ def test_an_envelope_whose_body_is_not_base64_is_dead_lettered(
     item = task_envelope(poison_worker.queue, TASK, marker)
     item["body"] = "!!! not base64 " + marker + "x"
     push(redis_client, poison_worker.queue, item)
-    wait_for(lambda: poison_worker.records_containing(marker), timeout=60)
+    wait_for(lambda: bool(poison_worker.records_containing(marker)), timeout=60)
     [entry] = poison_worker.records_containing(marker)
     assert "body cannot be decoded" in entry.reason
     still_serving(poison_worker)
@@ -126,7 +126,7 @@ def test_a_message_without_a_usable_task_or_id_is_dead_lettered_under_a_new_id(
     marker = uuid.uuid4().hex
     item = envelope(task_body(args=[marker]), poison_worker.queue, headers)
     push(redis_client, poison_worker.queue, item)
-    wait_for(lambda: poison_worker.records_containing(marker), timeout=60)
+    wait_for(lambda: bool(poison_worker.records_containing(marker)), timeout=60)
     [entry] = poison_worker.records_containing(marker)
     assert reason in entry.reason
     assert entry.task_id.startswith("unreadable-")
@@ -142,7 +142,7 @@ def test_headers_with_a_task_and_no_id_do_not_stop_the_consumer(
         poison_worker.queue,
         envelope(task_body(args=[marker]), poison_worker.queue, {"task": TASK}),
     )
-    wait_for(lambda: poison_worker.records_containing(marker), timeout=60)
+    wait_for(lambda: bool(poison_worker.records_containing(marker)), timeout=60)
     [entry] = poison_worker.records_containing(marker)
     assert "task id is None" in entry.reason
     still_serving(poison_worker)
