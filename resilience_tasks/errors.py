@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pybreaker import CircuitBreakerError
+from redis import exceptions as redis_errors
 
 
 class ResilienceError(Exception):
@@ -38,7 +39,23 @@ class ConfigurationError(ResilienceError, ValueError):
 
 
 class StateUnavailableError(ResilienceError, ConnectionError):
-    """The Redis server holding breaker state and the deferred store cannot be reached."""
+    """The Redis server holding breaker state and the deferred store cannot be reached.
+
+    Never the dependency's fault and never charged as an attempt: a task that meets it goes
+    back to the broker and runs when the state store is back.
+    """
+
+
+#: What redis-py raises when the state store cannot serve a command for now (down, restarting,
+#: loading its data, failing over). Only the library's own state calls are read this way: a task
+#: body whose dependency is a Redis raises the same types as ordinary failures.
+STATE_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+)
 
 
 class BreakerOpenError(ResilienceError, CircuitBreakerError):
@@ -85,13 +102,27 @@ class Defer(Exception):
     """Control signal: put the current work in the deferred store for ``delay`` seconds.
 
     ``attempts`` is how many attempts of the work's retry budget have been used so far; waiting
-    on a breaker never consumes one.
+    on a breaker never consumes one. ``park_on`` names a resource whose breaker refused the
+    work: such work waits until that breaker can admit it (the pump releases it at the pace of
+    the breaker's trials, then all at once when it closes), ``delay`` being only an estimate.
+    ``failed_trials`` counts the half-open trials this work has failed so far: a few are free,
+    then they are charged as attempts (so work that always fails cannot hold a breaker open).
     """
 
-    def __init__(self, delay: float, reason: str, attempts: int = 0) -> None:
+    def __init__(
+        self,
+        delay: float,
+        reason: str,
+        attempts: int = 0,
+        *,
+        park_on: str | None = None,
+        failed_trials: int = 0,
+    ) -> None:
         self.delay = max(0.0, delay)
         self.reason = reason
         self.attempts = attempts
+        self.park_on = park_on
+        self.failed_trials = failed_trials
         super().__init__(f"deferred for {self.delay:.2f}s: {reason}")
 
 

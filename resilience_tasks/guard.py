@@ -2,81 +2,93 @@
 
 For each attempt the guard asks the fleet breaker for admission (one Redis round trip, which
 also counts a redelivered message's deliveries and reads what the gates watch), then the gates
-(budget, provider cool-down, rate limit: at most one more round trip), runs the body, and tells
-the breaker and the quota records how it went. Failed attempts are retried by tenacity while
-the waits fit the policy's in-process budget; a longer wait, a refusal, or a provider's 429
-ends in ``Defer``: the Celery adapter then moves the message to the deferred store and frees the
-worker slot. Waiting never uses up an attempt, and neither does a failed half-open trial (the
-trial is the breaker's probe, so its work goes back to wait for the next one).
+(budget, provider cool-down, rate limit: at most one more round trip), calls the task's
+function, and tells the breaker and the quota records how it went.
+
+Retries are tenacity's: the policy's attempts and ``max_delay`` are tenacity stop strategies,
+and so is the in-process budget; when only the latter stops the loop, the wait is too long to
+spend holding a worker slot and the work leaves through ``Defer`` with its attempts counted.
+
+What is never charged as an attempt:
+- waiting (a refusal, a rate limit, a provider's 429);
+- the first ``free_trials`` half-open trials the work fails: the trial is the breaker's probe,
+  so its work waits for the next one. After that its trials are charged like any failure, so
+  work that always fails ends by its retry policy instead of holding the breaker open forever;
+- a state-store outage: admission and gates are retried briefly, then ``StateUnavailableError``
+  sends the message back to the broker. After the call ran, a failed write of its outcome is
+  logged and the call's own result stands.
+
+Errors that are the caller's bug (see ``caller_errors``) neither count for the breaker nor retry.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import tenacity
 
 from resilience_tasks.breaker import Admission, FleetBreaker
-from resilience_tasks.errors import BreakerOpenError, DeadLetteredError, Defer
+from resilience_tasks.caller_errors import raised_at_call_boundary
+from resilience_tasks.errors import (
+    STATE_ERRORS,
+    BreakerOpenError,
+    DeadLetteredError,
+    Defer,
+    StateUnavailableError,
+)
 from resilience_tasks.gate import Call, Gate
 from resilience_tasks.policies import RetryPolicy
 from resilience_tasks.quota.report import QuotaReporter, collecting
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class CallContext:
     """What the guard needs to know about one delivery of a task message.
 
-    ``attempts_used`` and ``first_attempt_at`` carry the retry budget across deliveries (they
-    travel in the message when it is deferred); ``delivery_key`` is the Redis key counting this
-    message's redeliveries, given only when the broker marks the message redelivered (a worker
-    died or lost it), so a healthy first delivery writes no counter at all.
+    ``attempts_used``, ``first_attempt_at`` and ``failed_trials`` carry the retry budget across
+    deliveries (they travel in the message when it is deferred); ``delivery_key`` is the Redis
+    key counting this message's redeliveries, given only when the broker marks the message
+    redelivered (a worker died or lost it), so a healthy first delivery writes no counter.
     """
 
     task_id: str | None = None
     attempts_used: int = 0
     first_attempt_at: float | None = None
+    failed_trials: int = 0
     delivery_key: str | None = None
     call: Call = field(default_factory=Call)
 
 
 @dataclass(frozen=True)
 class GuardSettings:
+    """``free_trials``: failed half-open trials a piece of work may run before they are charged
+    as attempts. ``state_wait``: seconds to keep retrying the state store before giving the
+    message back to the broker."""
+
     max_deliveries: int = 5
     delivery_ttl: int = 3600
     defer_jitter: float = 0.1
+    free_trials: int = 1
+    state_wait: float = 5.0
 
 
-class _RetryBudget:
-    """tenacity stop strategy: the policy's attempts and delay, plus the in-process budget."""
+@dataclass
+class _Run:
+    """What one run of the guard learns as its attempts go: per run, never shared."""
 
-    def __init__(self, policy: RetryPolicy, context: CallContext) -> None:
-        self.policy = policy
-        self.context = context
-        self.next_wait: float | None = None
-
-    def __call__(self, state: tenacity.RetryCallState) -> bool:
-        used = self.context.attempts_used + state.attempt_number
-        if used >= self.policy.max_attempts:
-            return True
-        wait = state.upcoming_sleep
-        first = self.context.first_attempt_at
-        if (
-            self.policy.max_delay is not None
-            and first is not None
-            and (time.time() - first + wait > self.policy.max_delay)
-        ):
-            return True
-        if (state.seconds_since_start or 0.0) + wait > self.policy.in_process_budget:
-            self.next_wait = wait
-            return True
-        return False
+    context: CallContext
+    failed_trials: int
+    delivery_key: str | None
+    caller_error: BaseException | None = None
 
 
 class TaskGuard:
@@ -84,7 +96,7 @@ class TaskGuard:
 
     def __init__(
         self,
-        breaker: Callable[[], FleetBreaker],
+        breaker: FleetBreaker,
         retry: RetryPolicy,
         settings: GuardSettings,
         gates: Sequence[Gate] = (),
@@ -92,60 +104,132 @@ class TaskGuard:
         not_retryable: tuple[type[BaseException], ...] = (),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._breaker = breaker
+        self.breaker = breaker
         self.retry = retry
         self.settings = settings
         self.gates = tuple(gates)
         self.reporter = reporter
-        self._not_retryable = (Defer, BreakerOpenError, DeadLetteredError, *not_retryable)
+        self._not_retryable = (
+            Defer,
+            BreakerOpenError,
+            DeadLetteredError,
+            StateUnavailableError,
+            *not_retryable,
+        )
         self._sleep = sleep
 
-    @property
-    def breaker(self) -> FleetBreaker:
-        """The resource's breaker, looked up per call: a later declaration of its policy holds."""
-        return self._breaker()
+    # -- the retry loop ------------------------------------------------------------------------
 
-    def run(self, context: CallContext, body: Callable[[], T]) -> T:
-        """Run ``body`` under the protocol; raise ``Defer`` when the work must wait."""
-        budget = _RetryBudget(self.retry, context)
+    def run(self, context: CallContext, func: Callable[..., T]) -> T:
+        """Call ``func`` with the context's arguments under the protocol.
+
+        Raises ``Defer`` when the work must wait, ``StateUnavailableError`` when the state
+        store cannot be reached, ``DeadLetteredError`` when the message keeps failing its
+        workers, or the call's own error when the retry policy gives up.
+        """
+        run = _Run(context, context.failed_trials, context.delivery_key)
+        out_of_attempts = self._out_of_attempts(context)
         retrying = tenacity.Retrying(
-            stop=budget,
+            stop=out_of_attempts | tenacity.stop_before_delay(self.retry.in_process_budget),
             wait=self.retry.tenacity_wait(),
-            retry=tenacity.retry_if_exception(self._retryable),
+            retry=tenacity.retry_if_exception(
+                lambda error: error is not run.caller_error and self._retryable(error)
+            ),
+            retry_error_callback=lambda state: self._leave_worker(state, run, out_of_attempts),
             sleep=self._sleep,
             reraise=True,
         )
-        delivery_key = context.delivery_key
-        attempt_number = 0
         try:
-            for attempt in retrying:
-                attempt_number = attempt.retry_state.attempt_number
-                with attempt:
-                    counted, delivery_key = delivery_key, None  # count a delivery once
-                    result = self._attempt(context.call, body, counted)
+            result: T = retrying(self._attempt, run, func)
             return result
-        except Defer as wait:  # a gate, the provider or the body asked to wait (or degrade)
-            used = context.attempts_used + attempt_number - 1
-            raise type(wait)(wait.delay, wait.reason, used) from wait.__cause__
-        except BreakerOpenError as refused:
-            used = context.attempts_used + attempt_number - 1
+        except _WaitOutside as wait:  # the next retry is too far away to wait for here
             raise Defer(
-                self._jittered(refused.retry_after), f"breaker {refused.state}", used
+                wait.delay, wait.reason, wait.attempts, failed_trials=run.failed_trials
+            ) from wait.__cause__
+        except Defer as wait:  # a gate, the provider or the body asked to wait
+            used = context.attempts_used + _attempt_number(retrying) - 1
+            raise type(wait)(
+                wait.delay,
+                wait.reason,
+                used,
+                park_on=wait.park_on,
+                failed_trials=run.failed_trials,
+            ) from wait.__cause__
+        except BreakerOpenError as refused:
+            used = context.attempts_used + _attempt_number(retrying) - 1
+            raise Defer(
+                self._jittered(refused.retry_after),
+                f"breaker {refused.state}",
+                used,
+                park_on=refused.resource,
+                failed_trials=run.failed_trials,
             ) from refused
-        except Exception as error:
-            if budget.next_wait is None or not self._retryable(error):
-                raise
-            used = context.attempts_used + attempt_number
-            reason = (
-                f"retry {used + 1}/{self.retry.max_attempts} after {type(error).__name__}: {error}"
-            )
-            raise Defer(budget.next_wait, reason, used) from error
 
-    def _attempt(self, call: Call, body: Callable[[], T], delivery_key: str | None) -> T:
+    def _out_of_attempts(self, context: CallContext) -> tenacity.stop.stop_base:
+        """The policy's own limits, as tenacity stops, for what is left of them."""
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(
+            max(1, self.retry.max_attempts - context.attempts_used)
+        )
+        if self.retry.max_delay is not None:
+            first = context.first_attempt_at or time.time()
+            left = self.retry.max_delay - (time.time() - first)
+            stop = stop | tenacity.stop_before_delay(max(0.0, left))
+        return stop
+
+    def _leave_worker(
+        self, state: tenacity.RetryCallState, run: _Run, out_of_attempts: tenacity.stop.stop_base
+    ) -> Any:
+        """tenacity gave up: with no attempts left, the last error stands; otherwise only the
+        in-process budget ran out, and the work waits in the deferred store instead."""
+        assert state.outcome is not None  # tenacity calls this after a failed attempt
+        if out_of_attempts(state):
+            return state.outcome.result()  # raises the last error
+        error = state.outcome.exception()
+        used = run.context.attempts_used + state.attempt_number
+        reason = f"retry {used + 1}/{self.retry.max_attempts} after {type(error).__name__}: {error}"
+        raise _WaitOutside(state.upcoming_sleep, reason, used) from error
+
+    def _retryable(self, error: BaseException) -> bool:
+        return isinstance(error, self.retry.retry_on) and not isinstance(error, self._not_retryable)
+
+    # -- one attempt: ask, run, tell -----------------------------------------------------------
+
+    def _attempt(self, run: _Run, func: Callable[..., T]) -> T:
+        call = run.context.call
+        admission = self._ask(run, call)
+        with collecting() as report:
+            try:
+                result = func(*call.args, **call.kwargs)
+            except BaseException as error:
+                outcome = self._failed(run, admission, func, error)
+                if outcome is error:
+                    raise
+                raise outcome from error
+            finally:
+                if report and self.reporter is not None:
+                    self._quietly("record usage", self.reporter.record, report)
+        self._quietly("record a success", self.breaker.record, admission, None)
+        return result
+
+    def _ask(self, run: _Run, call: Call) -> Admission:
+        """Admission and gates; the state store gets ``state_wait`` seconds to answer."""
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(STATE_ERRORS),
+            stop=tenacity.stop_after_delay(self.settings.state_wait),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0) + tenacity.wait_random(0, 0.1),
+            sleep=self._sleep,
+            retry_error_callback=_state_unavailable,
+        ):
+            with attempt:
+                return self._admit_and_check(run, call)
+        raise AssertionError("unreachable: tenacity either returned or raised")
+
+    def _admit_and_check(self, run: _Run, call: Call) -> Admission:
         breaker = self.breaker
         watch = tuple(key for gate in self.gates for key in gate.watch(call))
-        admission = breaker.admit(delivery_key, self.settings.delivery_ttl, watch)
-        if delivery_key is not None:
+        admission = breaker.admit(run.delivery_key, self.settings.delivery_ttl, watch)
+        if run.delivery_key is not None:
+            run.delivery_key = None  # a redelivery is counted once, however many attempts
             self._check_deliveries(admission.deliveries)
         if not admission.allowed:
             raise BreakerOpenError(breaker.resource, admission.retry_after, admission.state)
@@ -154,33 +238,38 @@ class TaskGuard:
             for gate in self.gates:
                 gate.check(call, watched)
         except BaseException:
-            breaker.release(admission)
+            self._quietly("release a trial", breaker.release, admission)
             raise
-        with collecting() as report:
-            try:
-                return breaker.call_admitted(admission, body)
-            except BaseException as error:
-                outcome = self._outcome(breaker, admission, error)
-                if outcome is error:
-                    raise
-                raise outcome from error
-            finally:
-                if report and self.reporter is not None:
-                    self.reporter.record(report)
+        return admission
 
-    def _outcome(
-        self, breaker: FleetBreaker, admission: Admission, error: BaseException
+    def _failed(
+        self, run: _Run, admission: Admission, func: Callable[..., Any], error: BaseException
     ) -> BaseException:
-        """What a failed call turns into: a wait (429, failed trial) or the error itself."""
+        """Tell the breaker of a failed call; return what it turns into: a wait (a 429, a free
+        failed trial) or the error itself."""
+        breaker = self.breaker
+        if raised_at_call_boundary(error, func):
+            run.caller_error = error  # the caller's bug: no failure, no retry
+            self._quietly("release a trial", breaker.release, admission)
+            return error
         if self.reporter is not None and self.reporter.is_rate_limit(error):
+            self._quietly("release a trial", breaker.release, admission)
             return self.reporter.defer_for(error)
+        self._quietly("record a failure", breaker.record, admission, error)
         if admission.trial and breaker.is_system_error(error):
-            # The trial was the breaker's probe, not the work's choice: the work waits for the
-            # next trial instead of failing, and the attempt is not charged.
-            return BreakerOpenError(
-                breaker.resource, breaker.policy.reset_timeout, "open after a failed trial"
-            )
+            run.failed_trials += 1
+            if run.failed_trials <= self.settings.free_trials:
+                return BreakerOpenError(
+                    breaker.resource, breaker.policy.reset_timeout, "open after a failed trial"
+                )
         return error
+
+    def _quietly(self, what: str, write: Callable[..., object], *args: Any) -> None:
+        """A write after the call: if the state store is away, the call's outcome stands."""
+        try:
+            write(*args)
+        except STATE_ERRORS as exc:
+            logger.warning("%s: could not %s (state store unavailable: %s)", self, what, exc)
 
     def _check_deliveries(self, redeliveries: int) -> None:
         deliveries = redeliveries + 1  # the first delivery is never counted
@@ -190,8 +279,22 @@ class TaskGuard:
                 f"{self.settings.max_deliveries}): it keeps killing or losing its worker"
             )
 
-    def _retryable(self, error: BaseException) -> bool:
-        return isinstance(error, self.retry.retry_on) and not isinstance(error, self._not_retryable)
-
     def _jittered(self, delay: float) -> float:
         return delay + random.uniform(0, min(1.0, delay * self.settings.defer_jitter))
+
+    def __repr__(self) -> str:
+        return f"TaskGuard({self.breaker.resource!r})"
+
+
+class _WaitOutside(Defer):
+    """The in-process budget ran out with attempts left; ``attempts`` is already counted."""
+
+
+def _attempt_number(retrying: tenacity.Retrying) -> int:
+    return int(retrying.statistics.get("attempt_number", 1))
+
+
+def _state_unavailable(state: tenacity.RetryCallState) -> Any:
+    assert state.outcome is not None
+    error = state.outcome.exception()
+    raise StateUnavailableError(f"the resilience state store is unavailable: {error}") from error

@@ -60,15 +60,15 @@ def test_open_breaker_defers_and_the_same_result_resolves(
     results = [fetch.delay(i) for i in range(5)]
     wait_for(lambda: all(r.state == "DEFERRED" for r in results))
     assert calls == []  # the dependency was never called
-    assert manager.deferred.depth() == 5
+    assert manager.deferred_count() == 5
     info = results[0].info
     assert info["reason"] == "breaker open"
 
     manager.breaker(resource).close()  # an operator closes it and releases the waiting work
-    assert manager.deferred.release() == 5
+    assert manager.release_deferred() == 5
     assert sorted(r.get(timeout=15) for r in results) == [1, 2, 3, 4, 5]
     assert sorted(calls) == [0, 1, 2, 3, 4]
-    assert manager.deferred.depth() == 0
+    assert manager.deferred_count() == 0
 
 
 def test_a_dead_dependency_trips_and_recovers_through_a_trial(
@@ -180,7 +180,7 @@ def test_work_deferred_too_long_is_dead_lettered_with_its_reason(
     manager = ResilienceManager(f"team-{unique}", app=app, key_prefix=prefix)
     resource = f"svc-{unique}"
 
-    @manager.task(resource=resource, breaker=BreakerPolicy(reset_timeout=0.2), max_defer_age=0.5)
+    @manager.task(resource=resource, breaker=BreakerPolicy(reset_timeout=600), max_defer_age=0.5)
     def never_runs() -> None:
         raise AssertionError("the breaker is open")
 
@@ -193,10 +193,10 @@ def test_work_deferred_too_long_is_dead_lettered_with_its_reason(
         time.sleep(0.1)
     with pytest.raises(DeadLetteredError, match="max_defer_age"):
         result.get(timeout=1)
-    entry = manager.dead_letters.get(result.id)
+    entry = manager.dead_letter(result.id)
     assert entry is not None
     assert "breaker open" in entry.reason
-    assert manager.deferred.depth() == 0
+    assert manager.deferred_count() == 0
 
 
 def test_a_message_for_an_unknown_task_is_dead_lettered(
@@ -204,8 +204,8 @@ def test_a_message_for_an_unknown_task_is_dead_lettered(
 ) -> None:
     worker()
     result = manager.app.send_task("no.such.task", args=[1])
-    wait_for(lambda: manager.dead_letters.get(result.id) is not None)
-    entry = manager.dead_letters.get(result.id)
+    wait_for(lambda: manager.dead_letter(result.id) is not None)
+    entry = manager.dead_letter(result.id)
     assert entry is not None and "unknown task 'no.such.task'" in entry.reason
 
 
@@ -242,8 +242,8 @@ def test_undecodable_messages_are_dead_lettered(
             headers={"id": f"bad-{unique}", "task": target.name},
             exchange=f"svc-{unique}",
         )
-    wait_for(lambda: manager.dead_letters.get(f"bad-{unique}") is not None)
-    entry = manager.dead_letters.get(f"bad-{unique}")
+    wait_for(lambda: manager.dead_letter(f"bad-{unique}") is not None)
+    entry = manager.dead_letter(f"bad-{unique}")
     assert entry is not None and reason in entry.reason
     assert entry.message["headers"]["task"] == target.name
 
@@ -309,7 +309,7 @@ def test_a_duplicate_delivery_does_not_repeat_the_side_effect(
             time.sleep(0.5)
             return f"mail-{order}"
 
-        return manager.idempotency.run_once(f"mail:{order}", side_effect, lease=1.0)
+        return manager.run_once(f"mail:{order}", side_effect, lease=1.0)
 
     worker()
     first, duplicate = send_mail.delay(7), send_mail.delay(7)  # e.g. a redelivery

@@ -154,9 +154,9 @@ def test_a_task_that_waited_on_its_limit_50_times_still_succeeds(
     for waits in range(1, 51):
         wait_for(lambda w=waits: result.state == "DEFERRED" and result.info["defer_count"] >= w)
         assert "rate limit 1 per 1 minute" in result.info["reason"]
-        manager.deferred.release()  # come back now rather than in a minute: refused again
+        manager.release_deferred()  # come back now rather than in a minute: refused again
     manager.limiter.clear(limit, (resource,))  # the window frees
-    manager.deferred.release()
+    manager.release_deferred()
     assert result.get(timeout=20) >= 50  # it ran, once, with its single attempt intact
 
 

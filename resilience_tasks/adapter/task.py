@@ -11,15 +11,23 @@ marked failed with ``DeadLetteredError``, never left pending forever.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
+from kombu.exceptions import OperationalError
 
 from resilience_tasks.deferred import DeadLetterStore, DeferredMessage, DeferredStore
-from resilience_tasks.errors import DeadLetteredError, Defer
+from resilience_tasks.errors import (
+    STATE_ERRORS,
+    DeadLetteredError,
+    Defer,
+    StateUnavailableError,
+)
 from resilience_tasks.gate import Call
 from resilience_tasks.guard import CallContext, TaskGuard
 from resilience_tasks.state.keys import KeySpace
@@ -50,7 +58,18 @@ class ResilientTask(Task):  # type: ignore[misc]
     """Base class of every task declared with ``manager.task``."""
 
     abstract = True
-    runtime: TaskRuntime
+    #: Builds the task's runtime from the manager's declarations, once (set per task).
+    freeze: Callable[[], TaskRuntime]
+    _frozen: TaskRuntime | None = None
+
+    @property
+    def runtime(self) -> TaskRuntime:
+        """What the task runs with, frozen on first use (the app's finalization, a worker's
+        start-up check or a direct call, whichever comes first)."""
+        frozen = self._frozen
+        if frozen is None:
+            frozen = self._frozen = self.freeze()
+        return frozen
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         runtime = self.runtime
@@ -60,23 +79,44 @@ class ResilientTask(Task):  # type: ignore[misc]
         book = _bookkeeping(request)
         context = CallContext(
             task_id=request.id,
-            attempts_used=int(book.get("attempts", 0)),
-            first_attempt_at=float(book.get("first_attempt_at") or time.time()),
+            attempts_used=_int(book.get("attempts")),
+            first_attempt_at=_float(book.get("first_attempt_at")) or time.time(),
+            failed_trials=_int(book.get("failed_trials")),
             delivery_key=(
                 runtime.keys.deliveries(runtime.team, request.id) if _redelivered(request) else None
             ),
             call=Call(args, kwargs, bool(book.get("interactive", runtime.interactive))),
         )
+        if _int(book.get("defer_count")):  # published by the pump: its entry is done
+            self._state_write(runtime.deferred.started, request.id, runtime.resource)
         try:
-            return runtime.guard.run(context, lambda: self.run(*args, **kwargs))
+            return runtime.guard.run(context, self.run)
         except Defer as wait:
             message = self._message(args, kwargs, book, context).deferred_again(
-                wait.reason, wait.attempts
+                wait.reason, wait.attempts, wait.failed_trials
             )
-            self._defer(message, wait.delay)
+            self._state_write(self._defer, message, wait)
         except DeadLetteredError as dead:
-            self._dead_letter(self._message(args, kwargs, book, context), str(dead))
+            self._state_write(
+                self._dead_letter, self._message(args, kwargs, book, context), str(dead)
+            )
+        except StateUnavailableError as unavailable:  # only the guard's own state calls
+            self._give_back(unavailable)
         raise Ignore()
+
+    def _state_write(self, write: Callable[..., object], *args: Any) -> None:
+        try:
+            write(*args)
+        except STATE_ERRORS as unavailable:
+            self._give_back(unavailable)
+
+    def _give_back(self, unavailable: BaseException) -> NoReturn:
+        """The state store is away: the message goes back to the broker, untouched, to run
+        when it is back; nothing is charged and nothing is marked failed."""
+        logger.warning(
+            "%s[%s] goes back to the broker: %s", self.name, self.request.id, unavailable
+        )
+        raise Reject(unavailable, requeue=True)
 
     def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A plain function call (no message): nothing to defer, so the caller gets the reason:
@@ -84,7 +124,7 @@ class ResilientTask(Task):  # type: ignore[misc]
         or the ``Defer`` itself (a rate limit, a budget)."""
         try:
             context = CallContext(call=Call(args, kwargs, self.runtime.interactive))
-            return self.runtime.guard.run(context, lambda: self.run(*args, **kwargs))
+            return self.runtime.guard.run(context, self.run)
         except Defer as wait:
             if wait.__cause__ is not None:
                 raise wait.__cause__ from None
@@ -108,13 +148,14 @@ class ResilientTask(Task):  # type: ignore[misc]
             options=_workflow_options(request),
             resource=self.runtime.resource,
             attempts=context.attempts_used,
+            failed_trials=context.failed_trials,
             first_attempt_at=context.first_attempt_at or 0.0,
-            defer_count=int(book.get("defer_count", 0)),
-            first_deferred_at=float(book.get("first_deferred_at", 0.0)),
+            defer_count=_int(book.get("defer_count")),
+            first_deferred_at=_float(book.get("first_deferred_at")),
             interactive=context.call.interactive,
         )
 
-    def _defer(self, message: DeferredMessage, delay: float) -> None:
+    def _defer(self, message: DeferredMessage, wait: Defer) -> None:
         runtime = self.runtime
         if message.age() > runtime.max_defer_age:
             self._dead_letter(
@@ -123,7 +164,11 @@ class ResilientTask(Task):  # type: ignore[misc]
                 f"{runtime.max_defer_age:g}s; last reason: {message.reason}",
             )
             return
-        due = runtime.deferred.add(message, delay)
+        if wait.park_on is not None:
+            runtime.deferred.park(message, wait.park_on, runtime.max_defer_age - message.age())
+            due = None
+        else:
+            due = runtime.deferred.add(message, wait.delay)
         if self._stores_results():
             self.backend.store_result(
                 message.task_id,
@@ -133,7 +178,11 @@ class ResilientTask(Task):  # type: ignore[misc]
             )
         self._event("task-deferred", reason=message.reason, due=due, resource=runtime.resource)
         logger.info(
-            "deferred %s[%s] for %.2fs: %s", self.name, message.task_id, delay, message.reason
+            "deferred %s[%s] for %s: %s",
+            self.name,
+            message.task_id,
+            f"{wait.delay:.2f}s" if due is not None else f"{wait.park_on}'s breaker",
+            message.reason,
         )
 
     def _dead_letter(self, message: DeferredMessage, reason: str) -> None:
@@ -154,6 +203,22 @@ class ResilientTask(Task):  # type: ignore[misc]
                 self.send_event(kind, **fields)
             except Exception:  # an event is an observation; it must not change the outcome
                 logger.debug("could not send %s", kind, exc_info=True)
+
+
+def _int(value: Any) -> int:
+    """A bookkeeping count from a header; anything that is not one counts as 0."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: Any) -> float:
+    try:
+        number = float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def _redelivered(request: Any) -> bool:
@@ -192,12 +257,27 @@ def publish_headers(message: DeferredMessage) -> dict[str, Any]:
     return {
         HEADER: {
             "attempts": message.attempts,
+            "failed_trials": message.failed_trials,
             "first_attempt_at": message.first_attempt_at,
             "defer_count": message.defer_count,
             "first_deferred_at": message.first_deferred_at,
             "interactive": message.interactive,
         }
     }
+
+
+#: What a publish raises when the broker is away for now (the pump tries again later).
+PUBLISH_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    OperationalError,
+    *STATE_ERRORS,
+)
+
+
+def mark_dead_lettered(app: Any, task_id: str, reason: str) -> None:
+    """Tell the caller of ``task_id`` that its work was dead-lettered: ``get()`` raises."""
+    app.backend.mark_as_failure(task_id, DeadLetteredError(reason))
 
 
 def publish(app: Any, message: DeferredMessage) -> None:

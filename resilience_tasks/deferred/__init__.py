@@ -2,8 +2,8 @@
 
 from resilience_tasks.deferred.dead_letter import DeadLetter, DeadLetterStore
 from resilience_tasks.deferred.message import DeferredMessage, MalformedMessageError
-from resilience_tasks.deferred.pump import Pump, PumpReport, PumpThread
-from resilience_tasks.deferred.store import DeferredStore
+from resilience_tasks.deferred.pump import Pump, PumpReport, PumpSettings, PumpThread
+from resilience_tasks.deferred.store import DeferredStore, ParkingSpot
 
 __all__ = [
     "DeadLetter",
@@ -11,7 +11,9 @@ __all__ = [
     "DeferredMessage",
     "DeferredStore",
     "MalformedMessageError",
+    "ParkingSpot",
     "Pump",
     "PumpReport",
+    "PumpSettings",
     "PumpThread",
 ]

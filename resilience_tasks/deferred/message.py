@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from resilience_tasks.errors import MalformedMessageError
@@ -29,6 +29,7 @@ class DeferredMessage:
     resource: str = ""
     reason: str = ""
     attempts: int = 0
+    failed_trials: int = 0
     first_attempt_at: float = 0.0
     defer_count: int = 0
     first_deferred_at: float = 0.0
@@ -36,7 +37,7 @@ class DeferredMessage:
     interactive: bool = False
 
     def deferred_again(
-        self, reason: str, attempts: int, now: float | None = None
+        self, reason: str, attempts: int, failed_trials: int = 0, now: float | None = None
     ) -> DeferredMessage:
         """This message, deferred once more at ``now``."""
         now = time.time() if now is None else now
@@ -44,6 +45,7 @@ class DeferredMessage:
             self,
             reason=reason,
             attempts=attempts,
+            failed_trials=failed_trials,
             defer_count=self.defer_count + 1,
             first_deferred_at=self.first_deferred_at or now,
             deferred_at=now,
@@ -64,7 +66,8 @@ class DeferredMessage:
             data = json.loads(raw)
             if not isinstance(data, dict):
                 raise TypeError("not an object")
-            message = cls(**data)
+            known = {f.name for f in fields(cls)}
+            message = cls(**{key: value for key, value in data.items() if key in known})
         except (ValueError, TypeError) as exc:
             raise MalformedMessageError(f"cannot decode deferred message: {exc}") from None
         if not message.task_id or not message.task:

@@ -1,11 +1,14 @@
-"""The pump: moves due work from the deferred store back onto its queue.
+"""The pump: moves work that may run again from the deferred store back onto its queue.
 
-At-least-once: entries are claimed a batch at a time, published, then acknowledged together
-(one round trip per batch). If publishing fails (the broker is down) the entry stays claimed
-and comes back when the claim expires, never lost; if the pump dies between publishing and the
-acknowledgement, the batch's entries are published again when their claims expire. A
-malformed entry cannot be published and goes to the dead-letter store with the reason.
-Several pumps may run at once (beat on two hosts, a manual drain): claims keep them apart.
+At-least-once: entries are claimed a batch at a time and published; a published entry stays
+claimed until a worker starts its task (the worker tells the store), so a message lost between
+the broker and a worker is published again when its claim expires. If publishing fails because
+the broker is away, the entry comes back when its claim expires, never lost; a publish that
+fails for any other reason ``max_publish_failures`` times can never succeed and goes to the
+dead-letter store, as does a malformed entry. Parked work is released at the pace its breaker
+can admit (see ``store``). Now and then the pump also reconciles the store: an entry that sits
+in no set is made due. Several pumps may run at once (beat, every worker): claims keep them
+apart.
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 from resilience_tasks.deferred.dead_letter import DeadLetterStore
 from resilience_tasks.deferred.message import DeferredMessage, MalformedMessageError
-from resilience_tasks.deferred.store import DeferredStore
+from resilience_tasks.deferred.store import Claimed, DeferredStore, ParkingSpot
 
 logger = logging.getLogger(__name__)
 
 Publisher = Callable[[DeferredMessage], None]
+#: Tells a task's caller that its work was dead-lettered: (task id, reason).
+FailureMarker = Callable[[str, str], None]
+
+#: Errors of a publish that say the broker is away for now: the entry waits for its claim.
+TRANSIENT_PUBLISH_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError)
 
 
 @dataclass
@@ -31,6 +39,27 @@ class PumpReport:
     published: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    reconciled: int = 0
+
+    def add(self, other: PumpReport) -> None:
+        self.published += other.published
+        self.failed += other.failed
+        self.dead_lettered += other.dead_lettered
+        self.reconciled += other.reconciled
+
+
+@dataclass(frozen=True)
+class PumpSettings:
+    """``claim_lease``: seconds a claim holds before publishing; ``publish_lease``: seconds a
+    published entry waits for a worker to start it before it is published again (make it
+    longer than work can sit in a queue: the manager uses ``visibility_timeout``)."""
+
+    batch: int = 500
+    claim_lease: float = 60.0
+    publish_lease: float = 900.0
+    max_publish_failures: int = 3
+    reconcile_every: float = 60.0
+    transient_errors: tuple[type[BaseException], ...] = TRANSIENT_PUBLISH_ERRORS
 
 
 class Pump:
@@ -39,53 +68,94 @@ class Pump:
         store: DeferredStore,
         dead_letters: DeadLetterStore,
         publish: Publisher,
-        batch: int = 500,
-        claim_lease: float = 60.0,
+        parking: Callable[[], Sequence[ParkingSpot]] = tuple,
+        settings: PumpSettings | None = None,
+        mark_failed: FailureMarker | None = None,
     ) -> None:
         self._store = store
+        self._mark_failed = mark_failed
         self._dead_letters = dead_letters
         self._publish = publish
-        self._batch = batch
-        self._claim_lease = claim_lease
+        self._parking = parking
+        self.settings = settings or PumpSettings()
+        self._next_reconcile = time.monotonic() + self.settings.reconcile_every
 
     def pump_once(self) -> PumpReport:
-        """Publish one batch of due work."""
+        """Publish one batch of due work and of parked work its breakers can take now."""
+        settings = self.settings
+        spots = self._parking()
+        claimed = self._store.claim_due(settings.batch, settings.claim_lease)
+        claimed += self._store.claim_parked(spots, settings.batch, settings.claim_lease)
+        report = self._publish_all(claimed)
+        if time.monotonic() >= self._next_reconcile:
+            self._next_reconcile = time.monotonic() + settings.reconcile_every
+            report.reconciled = self._store.reconcile(spot.resource for spot in spots)
+        return report
+
+    def _publish_all(self, claimed: list[Claimed]) -> PumpReport:
         report = PumpReport()
-        done: list[str] = []
-        for claimed in self._store.claim_due(self._batch, self._claim_lease):
+        published: list[str] = []
+        for entry in claimed:
             try:
-                message = DeferredMessage.from_json(claimed.raw)
+                message = DeferredMessage.from_json(entry.raw)
             except MalformedMessageError as exc:
-                self._dead_letters.add(claimed.task_id, str(exc), claimed.raw)
-                done.append(claimed.task_id)
-                report.dead_lettered += 1
+                self._dead_letter(entry.task_id, str(exc), entry.raw, report)
                 continue
             try:
                 self._publish(message)
-            except Exception:
-                logger.exception(
-                    "could not publish deferred task %s; will retry when its claim expires",
-                    claimed.task_id,
+            except self.settings.transient_errors:
+                logger.warning(
+                    "could not publish deferred task %s (broker unavailable); it is published "
+                    "again when its claim expires",
+                    entry.task_id,
+                    exc_info=True,
                 )
                 report.failed += 1
                 continue
-            done.append(claimed.task_id)
+            except Exception as exc:
+                report.failed += 1
+                self._permanent_failure(entry, message, exc, report)
+                continue
+            published.append(entry.task_id)
             report.published += 1
-        self._store.ack(*done)
+        self._store.published(published, self.settings.publish_lease)
         return report
 
+    def _permanent_failure(
+        self, entry: Claimed, message: DeferredMessage, exc: Exception, report: PumpReport
+    ) -> None:
+        failures = self._store.publish_failed(entry.task_id)
+        if failures >= self.settings.max_publish_failures:
+            reason = f"could not be published {failures} times: {type(exc).__name__}: {exc}"
+            self._dead_letter(entry.task_id, reason, message.to_json(), report)
+        else:
+            logger.warning(
+                "could not publish deferred task %s (%d/%d): %s",
+                entry.task_id,
+                failures,
+                self.settings.max_publish_failures,
+                exc,
+            )
+
+    def _dead_letter(self, task_id: str, reason: str, raw: bytes | str, report: PumpReport) -> None:
+        self._dead_letters.add(task_id, reason, raw)
+        self._store.forget(task_id)
+        report.dead_lettered += 1
+        if self._mark_failed is not None:
+            try:
+                self._mark_failed(task_id, reason)
+            except Exception:  # the dead letter is kept; only the caller's notice failed
+                logger.warning("could not mark %s as dead-lettered", task_id, exc_info=True)
+
     def drain(self, max_seconds: float = 0.9) -> PumpReport:
-        """Publish batches until nothing is due or ``max_seconds`` have passed."""
+        """Publish batches until nothing more may run now or ``max_seconds`` have passed."""
         total = PumpReport()
         deadline = time.monotonic() + max_seconds
         while True:
             report = self.pump_once()
-            total.published += report.published
-            total.failed += report.failed
-            total.dead_lettered += report.dead_lettered
-            if report.published + report.dead_lettered < self._batch or report.failed:
-                return total
-            if time.monotonic() >= deadline:
+            total.add(report)
+            moved = report.published + report.dead_lettered
+            if moved < self.settings.batch or report.failed or time.monotonic() >= deadline:
                 return total
 
 
