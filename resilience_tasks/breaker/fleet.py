@@ -1,35 +1,62 @@
-"""A circuit breaker shared by every worker of a fleet, built on pybreaker.
+"""A circuit breaker shared by every worker of a fleet, with pybreaker's contract.
 
-It keeps pybreaker's API (``call``, ``calling``, ``state``, ``current_state``, ``exclude``,
-listeners, ``open()``/``close()``/``half_open()``) and replaces what a fleet cannot share
-safely: every transition is one atomic Lua script, the half-open state hands out trial leases so
-the whole fleet sends exactly ``trial_calls`` trials, an optional failure-rate window trips the
-breaker on flaky dependencies, and a closed breaker costs one round trip per call (the success
-of a call costs nothing unless failures were pending). There is no per-process lock:
-pybreaker's ``RLock`` would serialise every call of a threaded worker.
+``FleetBreaker`` is a ``pybreaker.CircuitBreaker`` (so code, type hints and listeners written for
+pybreaker keep working) whose every state-touching method is replaced: pybreaker's state
+machine keeps its state in one process and moves it with separate reads and writes, which a
+fleet cannot share. Here every transition is one atomic Lua script, the half-open state hands
+out trial leases so the whole fleet sends exactly ``trial_calls`` trials, an optional
+failure-rate window trips the breaker on flaky dependencies, and a closed breaker costs one
+round trip per call (a success costs nothing more unless failures were pending). What is
+inherited is bookkeeping only: listeners, exclusions, the name.
+
+Where a behaviour is not fleet-specific it is pybreaker's: ``call``, ``calling()``, generators,
+decorators, listeners (called one at a time under the breaker's lock, as pybreaker does;
+unlike pybreaker the guarded call itself is not under that lock, which would serialise every
+call of a threaded worker), a failed trial counted in ``fail_counter``, the tripping call
+raising ``CircuitBreakerError`` (``throw_new_error_on_trip``, default True), and the
+``fail_max`` / ``reset_timeout`` / ``success_threshold`` setters, which act on the whole fleet.
+``call_async`` is native asyncio (``redis.asyncio``), replacing pybreaker's Tornado path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import types
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, TypeVar
 
 import pybreaker
 from pybreaker import CBStateType
 
-from resilience_tasks.breaker.storage import Admission, RedisFleetStorage
-from resilience_tasks.errors import BreakerOpenError, Defer, RateLimitedError
+from resilience_tasks.breaker import outcomes
+from resilience_tasks.breaker.async_storage import AsyncFleetStorage
+from resilience_tasks.breaker.outcomes import NEVER_FAILURES, Kind
+from resilience_tasks.breaker.records import IGNORED, Admission, Verdict
+from resilience_tasks.breaker.storage import RedisFleetStorage
+from resilience_tasks.errors import BreakerOpenError
 from resilience_tasks.policies import BreakerPolicy
+from resilience_tasks.policies import _validate as check
 
 T = TypeVar("T")
 
-#: Exceptions that are never the dependency's fault, whatever the policy says.
-NEVER_FAILURES: tuple[type[BaseException], ...] = (Defer, BreakerOpenError, RateLimitedError)
+__all__ = ["NEVER_FAILURES", "FleetBreaker"]
+
+
+def _calling_block() -> None:
+    """Stands for the block of ``with breaker.calling():`` in ``before_call`` listeners."""
 
 
 class FleetBreaker(pybreaker.CircuitBreaker):
-    """The breaker of one resource; every process that builds one on the same Redis shares it."""
+    """The breaker of one resource; every process that builds one on the same Redis shares it.
+
+    ``exclude`` adds to ``policy.exclude``: both are the user's exclusions and make up
+    ``excluded_exceptions``. ``not_failures`` (the Celery adapter passes its control exceptions)
+    and ``NEVER_FAILURES`` are kept apart, in ``never_failures``: they are ignored, not
+    counted as successes.
+    """
 
     def __init__(
         self,
@@ -38,22 +65,85 @@ class FleetBreaker(pybreaker.CircuitBreaker):
         storage: RedisFleetStorage,
         listeners: Iterable[pybreaker.CircuitBreakerListener] = (),
         not_failures: Iterable[type[BaseException]] = (),
+        *,
+        exclude: Iterable[outcomes.Exclusion] = (),
+        throw_new_error_on_trip: bool = True,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             fail_max=policy.fail_max,
             reset_timeout=policy.reset_timeout,
             success_threshold=policy.success_threshold,
-            exclude=[*NEVER_FAILURES, *not_failures, *policy.exclude],
+            exclude=[*policy.exclude, *exclude],
             listeners=list(listeners),
             state_storage=storage,
-            name=resource,
+            name=name or resource,
+            throw_new_error_on_trip=throw_new_error_on_trip,
         )
         self.resource = resource
         self.policy = policy
         self._storage = storage
+        self._never_failures = (*NEVER_FAILURES, *not_failures)
         self._ready = True
 
-    # -- ask, then tell ------------------------------------------------------------------------
+    # -- what counts -------------------------------------------------------------------------
+
+    @property
+    def never_failures(self) -> tuple[type[BaseException], ...]:
+        """Built-in exceptions that are nobody's verdict on the dependency (never counted)."""
+        return self._never_failures
+
+    def is_system_error(self, exception: BaseException) -> bool:
+        """Whether ``exception`` counts as the dependency failing (pybreaker's question)."""
+        return self._kind(exception) == "failure"
+
+    def _kind(self, error: BaseException) -> Kind:
+        if isinstance(error, self._never_failures):
+            return "ignored"
+        if outcomes.excluded(error, self._excluded_exceptions):
+            return "success"
+        return "failure"
+
+    # -- fleet-wide settings -----------------------------------------------------------------
+
+    @property
+    def fail_max(self) -> int:
+        """Consecutive failures that open the breaker: the fleet's override, else the policy's."""
+        value = self._storage.override("fail_max")
+        return self.policy.fail_max if value is None else int(float(value))
+
+    @fail_max.setter
+    def fail_max(self, number: int) -> None:
+        check.positive_int("FleetBreaker", "fail_max", number)
+        self._storage.set_override("fail_max", number)
+
+    @property
+    def reset_timeout(self) -> float:
+        """Seconds open before a trial: the fleet's override, else the policy's."""
+        value = self._storage.override("reset_timeout")
+        return self.policy.reset_timeout if value is None else float(value)
+
+    @reset_timeout.setter
+    def reset_timeout(self, timeout: float) -> None:
+        check.positive_seconds("FleetBreaker", "reset_timeout", timeout)
+        self._storage.set_override("reset_timeout", float(timeout))
+
+    @property
+    def success_threshold(self) -> int:
+        """Successful trials that close the breaker: the fleet's override, else the policy's."""
+        value = self._storage.override("success_threshold")
+        return self.policy.success_threshold if value is None else int(float(value))
+
+    @success_threshold.setter
+    def success_threshold(self, threshold: int) -> None:
+        check.positive_int("FleetBreaker", "success_threshold", threshold)
+        self._storage.set_override("success_threshold", threshold)
+
+    def clear_overrides(self) -> None:
+        """Forget the fleet's overrides: the declared policy holds again, for every process."""
+        self._storage.clear_overrides()
+
+    # -- ask, then tell ----------------------------------------------------------------------
 
     def admit(
         self,
@@ -75,47 +165,209 @@ class FleetBreaker(pybreaker.CircuitBreaker):
 
     def release(self, admission: Admission) -> None:
         """Hand back an admission whose call did not go out (another check refused it)."""
+        admission.verdict = IGNORED
         if admission.trial:
             self._storage.release_trial(admission.token)
 
-    def record(self, admission: Admission, error: BaseException | None) -> None:
-        """Tell the breaker how an admitted call ended; ``error`` is None on success."""
-        if error is not None and self.is_system_error(error):
-            for failure_listener in self.listeners:
-                failure_listener.failure(self, error)
-            self._notify(*self._storage.record_failure(self.policy, self._trial_token(admission)))
-            return
-        if admission.trial or admission.failures:
-            self._notify(*self._storage.record_success(self.policy, self._trial_token(admission)))
-        for listener in self.listeners:
-            listener.success(self)
+    def record(self, admission: Admission, error: BaseException | None) -> Verdict:
+        """Tell the breaker how an admitted call ended; ``error`` is None on success.
 
-    @staticmethod
-    def _trial_token(admission: Admission) -> str:
-        return admission.token if admission.trial else ""
+        The verdict is also left in ``admission.verdict``: ``trial_failed`` tells a failed
+        half-open trial (which reopened the breaker) from an ordinary failure.
+        """
+        return self._record(admission, error, "success" if error is None else self._kind(error))
 
-    # -- pybreaker's API -----------------------------------------------------------------------
+    def _record(
+        self, admission: Admission, error: BaseException | None, kind: Kind, settle: bool = False
+    ) -> Verdict:
+        """``settle`` makes a success reset the count even if none was pending at admission
+        (a generator's admission can be long outdated when it ends)."""
+        if kind == "ignored":
+            self.release(admission)
+            return IGNORED
+        token = admission.token if admission.trial else ""
+        if kind == "failure":
+            verdict = self._storage.record_failure(self.policy, token)
+        elif settle or admission.trial or admission.failures:
+            verdict = self._storage.record_success(self.policy, token)
+        else:
+            verdict = Verdict("success")
+        return self._told(admission, verdict, error)
 
-    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call ``func`` if the breaker admits it; raise ``BreakerOpenError`` if it does not."""
+    async def _record_async(
+        self,
+        store: AsyncFleetStorage,
+        admission: Admission,
+        error: BaseException | None,
+        kind: Kind,
+    ) -> Verdict:
+        if kind == "ignored":
+            admission.verdict = IGNORED
+            if admission.trial:
+                await store.release_trial(admission.token)
+            return IGNORED
+        token = admission.token if admission.trial else ""
+        if kind == "failure":
+            verdict = await store.record_failure(self.policy, token)
+        elif admission.trial or admission.failures:
+            verdict = await store.record_success(self.policy, token)
+        else:
+            verdict = Verdict("success")
+        return self._told(admission, verdict, error)
+
+    def _told(self, admission: Admission, verdict: Verdict, error: BaseException | None) -> Verdict:
+        """Keep the verdict and tell the listeners, in pybreaker's order."""
+        admission.verdict = verdict
+        with self._lock:
+            if verdict.counted == "failure" and error is not None:
+                for listener in self._listeners:
+                    listener.failure(self, error)
+                if verdict.transition:
+                    self._notify(*verdict.transition)
+            else:
+                if verdict.transition:
+                    self._notify(*verdict.transition)
+                for listener in self._listeners:
+                    listener.success(self)
+        return verdict
+
+    def _before_call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            for listener in self._listeners:
+                listener.before_call(self, func, *args, **kwargs)
+
+    def _admitted(self) -> Admission:
         admission = self.admit()
         if not admission.allowed:
             raise BreakerOpenError(self.resource, admission.retry_after, admission.state)
-        return self.call_admitted(admission, func, *args, **kwargs)
+        return admission
+
+    def _trip_error(self, verdict: Verdict) -> BreakerOpenError | None:
+        """pybreaker's ``CircuitBreakerError`` for the call that opened the breaker, if wanted."""
+        if verdict.opened and self._throw_new_error_on_trip:
+            return BreakerOpenError(self.resource, verdict.retry_after, "open")
+        return None
+
+    # -- pybreaker's ways to call ------------------------------------------------------------
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call ``func`` if the breaker admits it; raise ``BreakerOpenError`` if it does not.
+
+        A generator returned by ``func`` is tracked: its outcome is recorded when it ends.
+        """
+        admission = self._admitted()
+        self._before_call(func, *args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as error:
+            kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
+            tripped = self._trip_error(self._record(admission, error, kind))
+            if tripped is not None:
+                raise tripped from error
+            raise
+        if isinstance(result, types.GeneratorType):
+            return self._tracked(admission, result)  # type: ignore[return-value]
+        self._record(admission, None, "success")
+        return result
 
     def call_admitted(
         self, admission: Admission, func: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T:
-        """Call ``func`` under an admission already granted, and record how it ended."""
-        for listener in self.listeners:
-            listener.before_call(self, func, *args, **kwargs)
+        """Call ``func`` under an admission already granted, and record how it ended.
+
+        Always re-raises the original error (never ``CircuitBreakerError``): the caller decides
+        what a failure means; ``admission.verdict`` says how the breaker took it.
+        """
+        self._before_call(func, *args, **kwargs)
         try:
             result = func(*args, **kwargs)
-        except BaseException as exc:
-            self.record(admission, exc)
+        except BaseException as error:
+            kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
+            self._record(admission, error, kind)
             raise
-        self.record(admission, None)
+        self._record(admission, None, "success")
         return result
+
+    def _tracked(
+        self, admission: Admission, generator: Generator[Any, Any, T]
+    ) -> Generator[Any, Any, T]:
+        try:
+            result = yield from generator
+        except BaseException as error:
+            tripped = self._trip_error(self._record(admission, error, self._kind(error)))
+            if tripped is not None:
+                raise tripped from error
+            raise
+        self._record(admission, None, "success", settle=True)
+        return result
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """``with breaker.calling(): ...`` guards the block as ``call`` guards a function."""
+        admission = self._admitted()
+        self._before_call(_calling_block)
+        try:
+            yield
+        except BaseException as error:
+            if outcomes.raised_in_block(error, _CALLING_CODE):
+                kind: Kind = "ignored"
+            else:
+                kind = self._kind(error)
+            tripped = self._trip_error(self._record(admission, error, kind))
+            if tripped is not None:
+                raise tripped from error
+            raise
+        self._record(admission, None, "success")
+
+    async def call_async(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``await breaker.call_async(coro_func, ...)``: ``call`` for asyncio, on ``redis.asyncio``.
+
+        The same scripts and keys as ``call``; no call blocks the event loop (listeners, which
+        are user code, run on it). ``func`` may return any awaitable.
+        """
+        store = self._storage.asyncio_storage()
+        admission = await store.admit(self.policy, uuid.uuid4().hex)
+        if admission.transition:
+            self._notify(*admission.transition)
+        if not admission.allowed:
+            raise BreakerOpenError(self.resource, admission.retry_after, admission.state)
+        self._before_call(func, *args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as error:
+            kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
+            tripped = self._trip_error(await self._record_async(store, admission, error, kind))
+            if tripped is not None:
+                raise tripped from error
+            raise
+        await self._record_async(store, admission, None, "success")
+        return result
+
+    def __call__(self, *call_args: Any, **call_kwargs: bool) -> Callable[..., Any]:
+        """Decorate a function: coroutine functions (or ``__pybreaker_call_async=True``) go
+        through ``call_async``, the others through ``call``."""
+        as_async = call_kwargs.pop("__pybreaker_call_async", False)
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            if as_async or inspect.iscoroutinefunction(func):
+
+                @functools.wraps(func)
+                async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                    return await self.call_async(func, *args, **kwargs)
+
+                return guarded_async
+
+            @functools.wraps(func)
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                return self.call(func, *args, **kwargs)
+
+            return guarded
+
+        return decorate(*call_args) if call_args else decorate
+
+    # -- state ---------------------------------------------------------------------------------
 
     @property
     def current_state(self) -> str:
@@ -127,7 +379,8 @@ class FleetBreaker(pybreaker.CircuitBreaker):
 
     @property
     def state(self) -> CBStateType:
-        """The state as Redis has it now; reading it never writes (unlike pybreaker's)."""
+        """The state as Redis has it now; reading it never writes, and never notifies: the
+        process whose script made a transition is the one that reports it."""
         current = self.current_state
         if current != self._state.name:
             self._state = self._create_new_state(current, prev_state=self._state, notify=False)
@@ -139,9 +392,11 @@ class FleetBreaker(pybreaker.CircuitBreaker):
         self._notify(*self._storage.force(state_name))
 
     def open(self) -> bool:
-        """Open the breaker by hand, fleet-wide, for ``reset_timeout`` seconds."""
+        """Open the breaker by hand, fleet-wide, for ``reset_timeout`` seconds.
+
+        Returns ``throw_new_error_on_trip``, as pybreaker's ``open()`` does."""
         self._notify(*self._storage.force(pybreaker.STATE_OPEN))
-        return True
+        return bool(self._throw_new_error_on_trip)
 
     def half_open(self) -> None:
         """Put the breaker in half-open by hand: the next ``trial_calls`` calls are trials."""
@@ -154,10 +409,14 @@ class FleetBreaker(pybreaker.CircuitBreaker):
     reset = close
 
     def _notify(self, old: str, new: str) -> None:
-        if old == new and new == self._state.name:
-            return
-        previous = self._state
-        self._state = self._create_new_state(new, prev_state=previous, notify=False)
-        if old != new:
-            for listener in self.listeners:
-                listener.state_change(self, previous, self._state)
+        with self._lock:
+            if old == new and new == self._state.name:
+                return
+            previous = self._state
+            self._state = self._create_new_state(new, prev_state=previous, notify=False)
+            if old != new:
+                for listener in self._listeners:
+                    listener.state_change(self, previous, self._state)
+
+
+_CALLING_CODE = FleetBreaker.calling.__wrapped__.__code__  # type: ignore[attr-defined]

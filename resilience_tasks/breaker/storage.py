@@ -2,57 +2,63 @@
 
 The plain ``CircuitBreakerStorage`` properties (``state``, ``counter``, ``opened_at``...) are
 kept so pybreaker code and tools can read the breaker; the fleet logic itself only uses the
-three atomic operations (``admit``, ``record_failure``, ``record_success``), one Lua script and
-one round trip each. Written by hand because pybreaker's own ``CircuitRedisStorage`` moves state
-with separate GET/SET calls, which lets every process run its own half-open trial.
+atomic operations (``admit``, ``record_failure``, ``record_success``, ``force``), one Lua script
+and one round trip each. Written by hand because pybreaker's own ``CircuitRedisStorage`` moves
+state with separate GET/SET calls, which lets every process run its own half-open trial.
+
+The same scripts, keys and arguments serve the asyncio path (``asyncio_storage()``, in
+``breaker/async_storage.py``): this module builds each script's ``KEYS``/``ARGV`` once for both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import weakref
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pybreaker
 import redis
 
-from resilience_tasks.breaker import scripts
+from resilience_tasks.breaker import records, scripts
+from resilience_tasks.breaker.records import Admission, Verdict
+from resilience_tasks.errors import ConfigurationError
 from resilience_tasks.policies import BreakerPolicy
 from resilience_tasks.state.keys import KeySpace
 
-_NO_DELIVERY_KEY = "-"
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
+    from resilience_tasks.breaker.async_storage import AsyncFleetStorage
 
-@dataclass(frozen=True)
-class Admission:
-    """The breaker's answer to "may I call the dependency now?"."""
+Request = tuple[list[str], list[Any]]
 
-    allowed: bool
-    trial: bool
-    state: str
-    failures: int
-    retry_after: float
-    deliveries: int
-    token: str
-    transition: tuple[str, str] | None = None
-    watched: tuple[bytes | None, ...] = ()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+#: Policy fields the fleet can override at run time (pybreaker's setters), stored in the hash.
+OVERRIDABLE = ("fail_max", "reset_timeout", "success_threshold")
 
 
 class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
-    """Breaker state for one resource, shared by every process that talks to the same Redis."""
+    """Breaker state for one resource, shared by every process that talks to the same Redis.
 
-    def __init__(self, client: redis.Redis, resource: str, keys: KeySpace | None = None) -> None:
+    ``async_client`` is the ``redis.asyncio`` client for ``call_async``; without one, a client
+    with the same connection settings as ``client`` is built for each event loop on first use.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        resource: str,
+        keys: KeySpace | None = None,
+        async_client: aioredis.Redis | aioredis.RedisCluster | None = None,
+    ) -> None:
         super().__init__(resource)
         keys = keys or KeySpace()
-        self._client = client
-        self._key = keys.breaker(resource)
-        self._keys_all = [
-            self._key,
-            keys.trial_leases(resource),
+        self.client = client
+        self.key = keys.breaker(resource)
+        self.leases_key = keys.trial_leases(resource)
+        self.keys_all = [
+            self.key,
+            self.leases_key,
             keys.call_window(resource),
             keys.failure_window(resource),
         ]
@@ -60,6 +66,46 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
         self._failure = client.register_script(scripts.RECORD_FAILURE)
         self._success = client.register_script(scripts.RECORD_SUCCESS)
         self._force = client.register_script(scripts.FORCE_STATE)
+        self._async_client = async_client
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncFleetStorage] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- each script's KEYS and ARGV, shared with the asyncio path -----------------------------
+
+    def admit_request(
+        self,
+        policy: BreakerPolicy,
+        token: str,
+        delivery_key: str | None = None,
+        delivery_ttl: int = 0,
+        watch: tuple[str, ...] = (),
+    ) -> Request:
+        counted = delivery_key is not None and delivery_ttl > 0
+        keys = [*self.keys_all[:3], *([delivery_key] if counted else []), *watch]
+        args: list[Any] = [
+            policy.reset_timeout,
+            policy.trial_calls,
+            policy.trial_lease,
+            policy.rate_window,
+            token,
+            delivery_ttl if counted else 0,
+        ]
+        return keys, args  # type: ignore[return-value]
+
+    def failure_request(self, policy: BreakerPolicy, token: str) -> Request:
+        args: list[Any] = [
+            policy.fail_max,
+            token,
+            policy.rate_window,
+            policy.min_calls,
+            policy.failure_rate or 0,
+            policy.reset_timeout,
+        ]
+        return self.keys_all, args
+
+    def success_request(self, policy: BreakerPolicy, token: str) -> Request:
+        return self.keys_all[:2], [token, policy.success_threshold]
 
     # -- atomic operations used by FleetBreaker ------------------------------------------------
 
@@ -71,88 +117,87 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
         delivery_ttl: int = 0,
         watch: tuple[str, ...] = (),
     ) -> Admission:
-        keys = [*self._keys_all[:3], delivery_key or _NO_DELIVERY_KEY, *watch]
-        args: list[Any] = [
-            policy.reset_timeout,
-            policy.trial_calls,
-            policy.trial_lease,
-            policy.rate_window,
-            token,
-            delivery_ttl if delivery_key else 0,
-        ]
-        decision, state, failures, wait, deliveries, transition, watched = self._admit(keys, args)
-        moved = _text(transition)
-        return Admission(
-            allowed=int(decision) > 0,
-            trial=int(decision) == 2,
-            state=_text(state),
-            failures=int(failures),
-            retry_after=float(_text(wait)),
-            deliveries=int(deliveries),
-            token=token,
-            transition=tuple(moved.split(">")) if moved else None,  # type: ignore[arg-type]
-            watched=tuple(value or None for value in watched),
-        )
+        keys, args = self.admit_request(policy, token, delivery_key, delivery_ttl, watch)
+        return records.admission(self._admit(keys, args), token)
 
     def release_trial(self, token: str) -> None:
         """Give back a trial lease without a verdict (the call never went out)."""
-        self._client.zrem(self._keys_all[1], token)
+        self.client.zrem(self.leases_key, token)
 
-    def record_failure(self, policy: BreakerPolicy, token: str) -> tuple[str, str]:
-        args: list[Any] = [
-            policy.fail_max,
-            token,
-            policy.rate_window,
-            policy.min_calls,
-            policy.failure_rate or 0,
-        ]
-        old, new, _ = self._failure(self._keys_all, args)
-        return _text(old), _text(new)
+    def record_failure(self, policy: BreakerPolicy, token: str) -> Verdict:
+        return records.failure(self._failure(*self.failure_request(policy, token)))
 
-    def record_success(self, policy: BreakerPolicy, token: str) -> tuple[str, str]:
-        old, new = self._success(self._keys_all[:2], [token, policy.success_threshold])
-        return _text(old), _text(new)
+    def record_success(self, policy: BreakerPolicy, token: str) -> Verdict:
+        return records.success(self._success(*self.success_request(policy, token)))
 
     def force(self, state: str) -> tuple[str, str]:
-        old, new = self._force(self._keys_all, [state])
-        return _text(old), _text(new)
+        old, new = self._force(self.keys_all, [state])
+        return records.text(old), records.text(new)
+
+    # -- fleet overrides of the policy (pybreaker's setters) -----------------------------------
+
+    def override(self, field: str) -> str | None:
+        """The fleet's override of a policy field, or None when the policy's value holds."""
+        value = self.client.hget(self.key, field)
+        return None if value is None else records.text(value)
+
+    def set_override(self, field: str, value: float) -> None:
+        if field not in OVERRIDABLE:
+            raise ConfigurationError(f"{field!r} cannot be overridden; only {OVERRIDABLE}")
+        self.client.hset(self.key, field, repr(value))
+
+    def clear_overrides(self) -> None:
+        self.client.hdel(self.key, *OVERRIDABLE)
+
+    # -- the asyncio twin ----------------------------------------------------------------------
+
+    def asyncio_storage(self) -> AsyncFleetStorage:
+        """The asyncio operations for the running event loop (one client per loop)."""
+        from resilience_tasks.breaker.async_storage import AsyncFleetStorage, async_twin
+
+        loop = asyncio.get_running_loop()
+        storage = self._async.get(loop)
+        if storage is None:
+            client = self._async_client or async_twin(self.client)
+            storage = self._async[loop] = AsyncFleetStorage(self, client)
+        return storage
 
     # -- pybreaker's storage interface ---------------------------------------------------------
 
     @property
     def state(self) -> str:
-        value = self._client.hget(self._key, "state")
-        return _text(value) if value is not None else pybreaker.STATE_CLOSED
+        value = self.client.hget(self.key, "state")
+        return records.text(value) if value is not None else pybreaker.STATE_CLOSED
 
     @state.setter
     def state(self, state: str) -> None:
         self.force(state)
 
     def increment_counter(self) -> None:
-        self._client.hincrby(self._key, "failures", 1)
+        self.client.hincrby(self.key, "failures", 1)
 
     def reset_counter(self) -> None:
-        self._client.hset(self._key, "failures", 0)
+        self.client.hset(self.key, "failures", 0)
 
     def increment_success_counter(self) -> None:
-        self._client.hincrby(self._key, "successes", 1)
+        self.client.hincrby(self.key, "successes", 1)
 
     def reset_success_counter(self) -> None:
-        self._client.hset(self._key, "successes", 0)
+        self.client.hset(self.key, "successes", 0)
 
     @property
     def counter(self) -> int:
-        return int(self._client.hget(self._key, "failures") or 0)
+        return int(self.client.hget(self.key, "failures") or 0)
 
     @property
     def success_counter(self) -> int:
-        return int(self._client.hget(self._key, "successes") or 0)
+        return int(self.client.hget(self.key, "successes") or 0)
 
     @property
     def opened_at(self) -> datetime | None:
-        value = self._client.hget(self._key, "opened_at")
-        return datetime.fromtimestamp(float(_text(value)), UTC) if value else None
+        value = self.client.hget(self.key, "opened_at")
+        return datetime.fromtimestamp(float(records.text(value)), UTC) if value else None
 
     @opened_at.setter
     def opened_at(self, when: datetime) -> None:
-        self._client.hset(self._key, "opened_at", when.timestamp())
+        self.client.hset(self.key, "opened_at", when.timestamp())

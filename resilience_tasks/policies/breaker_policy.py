@@ -27,7 +27,7 @@ class BreakerPolicy:
     """
 
     fail_max: int = 5
-    reset_timeout: float = 30.0
+    reset_timeout: float = 60.0
     success_threshold: int = 1
     trial_calls: int = 1
     trial_lease: float = 60.0

@@ -1,54 +1,19 @@
-"""The fleet breaker against the real Redis: states, thresholds, listeners, cost per call."""
+"""What only a fleet breaker does: trial leases, failure rate, fleet-wide state, cost per call,
+and the admission script's contract with other scripts (Cluster-safe keys, reusable function)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import pybreaker
 import pytest
 import redis
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 
 from resilience_tasks import BreakerOpenError, BreakerPolicy
-from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
+from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage, scripts
 from resilience_tasks.state.keys import KeySpace
+from resilience_tasks.state.lua import CLOCK
+from tests.breaker.support import Recorder, age, expire_leases, fail, make, ok
 from tests.conftest import REDIS_URL
-
-
-class Recorder(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.events: list[tuple[str, ...]] = []
-
-    def state_change(self, cb: Any, old: Any, new: Any) -> None:
-        self.events.append(("state", old.name if old else "", new.name))
-
-    def failure(self, cb: Any, exc: BaseException) -> None:
-        self.events.append(("failure", type(exc).__name__))
-
-    def success(self, cb: Any) -> None:
-        self.events.append(("success",))
-
-
-def make(
-    client: redis.Redis, prefix: str, listeners: tuple[Any, ...] = (), **policy: Any
-) -> FleetBreaker:
-    storage = RedisFleetStorage(client, "dep", KeySpace(prefix))
-    return FleetBreaker(
-        "dep",
-        BreakerPolicy(**policy),
-        storage,
-        listeners=listeners,
-        not_failures=(Retry, Ignore, SoftTimeLimitExceeded),
-    )
-
-
-def fail() -> None:
-    raise ConnectionError("dependency down")
-
-
-def ok() -> str:
-    return "ok"
 
 
 def trip(breaker: FleetBreaker, times: int) -> None:
@@ -57,107 +22,74 @@ def trip(breaker: FleetBreaker, times: int) -> None:
             breaker.call(fail)
 
 
-def test_opens_after_fail_max_consecutive_failures(redis_client: redis.Redis, prefix: str) -> None:
-    breaker = make(redis_client, prefix, fail_max=3, reset_timeout=30)
-    trip(breaker, 2)
-    assert breaker.current_state == "closed"
-    assert breaker.fail_counter == 2
+def test_refusal_says_when_a_trial_may_go(redis_client: redis.Redis, prefix: str) -> None:
+    breaker = make(redis_client, prefix, fail_max=1, reset_timeout=30)
     trip(breaker, 1)
-    assert breaker.current_state == "open"
     with pytest.raises(BreakerOpenError) as refused:
         breaker.call(ok)
-    assert 29 < refused.value.retry_after <= 30
-    assert isinstance(refused.value, pybreaker.CircuitBreakerError)
+    assert 25 < refused.value.retry_after <= 30
+    assert refused.value.state == "open"
 
 
-def test_a_success_resets_the_consecutive_count(redis_client: redis.Redis, prefix: str) -> None:
-    breaker = make(redis_client, prefix, fail_max=3)
-    trip(breaker, 2)
-    assert breaker.call(ok) == "ok"
-    assert breaker.fail_counter == 0
-    trip(breaker, 2)
-    assert breaker.current_state == "closed"
-
-
-@pytest.mark.parametrize(
-    "error", [KeyError("business"), Retry(), Ignore(), SoftTimeLimitExceeded()]
-)
-def test_excluded_and_control_exceptions_never_count(
-    redis_client: redis.Redis, prefix: str, error: BaseException
+def test_the_timeout_opens_the_way_to_exactly_the_permitted_trials(
+    redis_client: redis.Redis, prefix: str
 ) -> None:
-    breaker = make(redis_client, prefix, fail_max=1, exclude=(KeyError,))
-
-    def raise_it() -> None:
-        raise error
-
-    for _ in range(3):
-        with pytest.raises(type(error)):
-            breaker.call(raise_it)
-    assert breaker.current_state == "closed"
-    assert breaker.fail_counter == 0
-
-
-def test_half_open_trial_success_closes(redis_client: redis.Redis, prefix: str) -> None:
     recorder = Recorder()
-    breaker = make(redis_client, prefix, listeners=(recorder,), fail_max=1, reset_timeout=0.3)
+    breaker = make(
+        redis_client, prefix, listeners=(recorder,), fail_max=1, reset_timeout=600, trial_calls=2
+    )
     trip(breaker, 1)
-    time.sleep(0.35)
-    assert breaker.call(ok) == "ok"
-    assert breaker.current_state == "closed"
-    states = [event[1:] for event in recorder.events if event[0] == "state"]
-    assert states == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
-
-
-def test_half_open_trial_failure_reopens_for_another_timeout(
-    redis_client: redis.Redis, prefix: str
-) -> None:
-    breaker = make(redis_client, prefix, fail_max=1, reset_timeout=0.3)
-    trip(breaker, 1)
-    time.sleep(0.35)
-    with pytest.raises(ConnectionError):
-        breaker.call(fail)
-    assert breaker.current_state == "open"
-    with pytest.raises(BreakerOpenError):
-        breaker.call(ok)
-
-
-def test_half_open_admits_exactly_the_permitted_trials(
-    redis_client: redis.Redis, prefix: str
-) -> None:
-    breaker = make(redis_client, prefix, fail_max=1, reset_timeout=0.2, trial_calls=2)
-    trip(breaker, 1)
-    time.sleep(0.25)
+    age(breaker, redis_client, 601)
     admissions = [breaker.admit() for _ in range(5)]
     assert [a.trial for a in admissions] == [True, True, False, False, False]
-    assert all(0 < a.retry_after <= 0.2 for a in admissions[2:])
+    assert all(0 < a.retry_after <= 600 for a in admissions[2:])
+    assert recorder.states() == [("closed", "open"), ("open", "half-open")]  # reported once
 
 
-def test_success_threshold_needs_that_many_good_trials(
+def test_an_abandoned_trial_lease_lapses(redis_client: redis.Redis, prefix: str) -> None:
+    breaker = make(redis_client, prefix)
+    breaker.half_open()
+    assert breaker.admit().trial  # this trial's worker "dies" and never reports
+    assert not breaker.admit().allowed
+    expire_leases(breaker, redis_client)
+    assert breaker.admit().trial
+
+
+def test_a_late_report_of_a_lapsed_trial_changes_nothing(
     redis_client: redis.Redis, prefix: str
 ) -> None:
-    breaker = make(redis_client, prefix, fail_max=1, reset_timeout=0.2, success_threshold=2)
-    trip(breaker, 1)
-    time.sleep(0.25)
-    breaker.call(ok)
+    breaker = make(redis_client, prefix)
+    breaker.half_open()
+    stale = breaker.admit()
+    expire_leases(breaker, redis_client)
+    fresh = breaker.admit()
+    verdict = breaker.record(stale, ConnectionError("late"))
+    assert not verdict.trial_failed and verdict.transition is None
     assert breaker.current_state == "half-open"
-    breaker.call(ok)
+    breaker.record(fresh, None)
     assert breaker.current_state == "closed"
 
 
-def test_an_abandoned_trial_lease_expires(redis_client: redis.Redis, prefix: str) -> None:
-    breaker = make(redis_client, prefix, fail_max=1, reset_timeout=0.2, trial_lease=0.3)
-    trip(breaker, 1)
-    time.sleep(0.25)
-    assert breaker.admit().trial  # this trial's worker "dies" and never reports
-    assert not breaker.admit().allowed
-    time.sleep(0.35)
-    assert breaker.admit().trial
+def test_record_tells_the_caller_of_a_failed_trial(redis_client: redis.Redis, prefix: str) -> None:
+    breaker = make(redis_client, prefix, reset_timeout=90)
+    breaker.half_open()
+    admission = breaker.admit()
+    with pytest.raises(ConnectionError):  # call_admitted never turns it into CircuitBreakerError
+        breaker.call_admitted(admission, fail)
+    assert admission.trial_failed
+    assert admission.verdict is not None and admission.verdict.opened
+    assert admission.verdict.retry_after == 90
+    assert breaker.fail_counter == 1
+    ordinary = make(redis_client, prefix + "-b", fail_max=3)
+    closed = ordinary.admit()
+    assert not ordinary.record(closed, ConnectionError()).trial_failed
+    assert not closed.trial_failed
 
 
 def test_failure_rate_trips_when_failures_never_run_consecutively(
     redis_client: redis.Redis, prefix: str
 ) -> None:
-    breaker = make(redis_client, prefix, fail_max=5, failure_rate=0.6, min_calls=10, window=10)
+    breaker = make(redis_client, prefix, fail_max=5, failure_rate=0.6, min_calls=10, window=60)
     calls = 0
     while breaker.current_state == "closed" and calls < 30:
         breaker.call(ok)  # ok, fail, fail, ok, fail, fail ...: 66% failures, never 5 in a row
@@ -176,8 +108,8 @@ def test_failure_rate_waits_for_min_calls(redis_client: redis.Redis, prefix: str
 
 
 def test_manual_open_close_half_open_are_fleet_wide(redis_client: redis.Redis, prefix: str) -> None:
-    first = make(redis_client, prefix, reset_timeout=60)
-    second = make(redis_client, prefix, reset_timeout=60)
+    first = make(redis_client, prefix)
+    second = make(redis_client, prefix)
     first.open()
     assert second.current_state == "open"
     with pytest.raises(BreakerOpenError):
@@ -187,6 +119,17 @@ def test_manual_open_close_half_open_are_fleet_wide(redis_client: redis.Redis, p
     first.reset()
     assert second.current_state == "closed"
     assert second.call(ok) == "ok"
+
+
+def test_opening_by_hand_keeps_the_count_and_closing_forgets_it(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    breaker = make(redis_client, prefix)
+    trip(breaker, 2)
+    breaker.open()
+    assert breaker.fail_counter == 2 and breaker._state_storage.opened_at is not None
+    breaker.close()
+    assert breaker.fail_counter == 0
 
 
 class CountingRedis(redis.Redis):
@@ -212,7 +155,56 @@ def test_a_closed_breaker_costs_one_round_trip_per_call(prefix: str) -> None:
 
 def test_works_with_a_decoding_client(prefix: str) -> None:
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    breaker = make(client, prefix, fail_max=1, reset_timeout=0.2)
+    breaker = make(client, prefix, fail_max=1)
     trip(breaker, 1)
     assert breaker.current_state == "open"
     assert breaker._state_storage.opened_at is not None
+    breaker.fail_max = 3
+    assert breaker.fail_max == 3
+
+
+def test_every_key_of_the_admission_is_in_the_keyspace(prefix: str) -> None:
+    """No placeholder key (it would hash to another Cluster slot): optional keys are flagged."""
+    storage = RedisFleetStorage(redis.Redis.from_url(REDIS_URL), "dep", KeySpace(prefix))
+    space = KeySpace(prefix)
+    for delivery in (None, space.deliveries("team", "task-1")):
+        keys, args = storage.admit_request(BreakerPolicy(), "token", delivery, 60)
+        assert all(key.startswith("{" + prefix + "}") for key in keys), keys
+        assert args[5] == (60 if delivery else 0)
+
+
+def test_deliveries_and_watched_keys_ride_along(redis_client: redis.Redis, prefix: str) -> None:
+    breaker = make(redis_client, prefix)
+    space = KeySpace(prefix)
+    watched = space.cooldown("dep")
+    redis_client.set(watched, "42")
+    counter = space.deliveries("team", "task-1")
+    first = breaker.admit(counter, 60, (watched,))
+    second = breaker.admit(counter, 60, (watched,))
+    assert (first.deliveries, second.deliveries) == (1, 2)
+    assert second.watched == (b"42",)
+    assert breaker.admit(None, 0, (watched,)).watched == (b"42",)
+
+
+def test_the_admission_function_composes_with_other_scripts(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """Another module's script can prepend CLOCK and call ``breaker_admit`` itself."""
+    breaker = make(redis_client, prefix, reset_timeout=100)
+    composed = redis_client.register_script(
+        CLOCK
+        + scripts.ADMIT_FUNCTION
+        + """
+local decision, state, failures, wait, transition = breaker_admit(
+  KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return {decision, state, failures, wait, transition}
+"""
+    )
+    keys = breaker._storage.keys_all[:3]
+    assert composed(keys, [100, 1, 60, 0, "a"])[:2] == [1, b"closed"]
+    breaker.open()
+    decision, state, _, wait, _ = composed(keys, [100, 1, 60, 0, "b"])
+    assert (decision, state) == (0, b"open") and 90 < float(wait) <= 100
+    breaker.reset_timeout = 5  # the hash's override beats the ARGV default
+    age(breaker, redis_client, 6)
+    assert composed(keys, [100, 1, 60, 0, "c"]) == [2, b"half-open", 0, b"0", b"open>half-open"]

@@ -15,7 +15,7 @@ from resilience_tasks.state.keys import KeySpace
 from tests.conftest import REDIS_URL
 
 PROCESSES = 8
-POLICY = {"fail_max": 1, "reset_timeout": 0.5}
+POLICY = {"fail_max": 1, "reset_timeout": 600}
 
 
 def contender(prefix: str, trial_calls: int, ready: Any, out: Any) -> None:
@@ -41,7 +41,7 @@ def test_exactly_the_permitted_trials_across_processes(prefix: str, trial_calls:
     opener = FleetBreaker(
         "dep", BreakerPolicy(**POLICY), RedisFleetStorage(client, "dep", KeySpace(prefix))
     )
-    opener.open()
+    opener.half_open()
     context = multiprocessing.get_context("spawn")
     ready = context.Barrier(PROCESSES + 1)
     results = context.Queue()
@@ -51,7 +51,6 @@ def test_exactly_the_permitted_trials_across_processes(prefix: str, trial_calls:
     ]
     for process in processes:
         process.start()
-    time.sleep(POLICY["reset_timeout"])
     ready.wait(60)
     admitted = [results.get(timeout=60) for _ in processes]
     for process in processes:
