@@ -1,7 +1,8 @@
 """Quota gates: a provider's cool-down, a team's budget, the resource's rate limit.
 
 Cheapest first: the cool-down and the budget only read values the admission round trip
-already fetched; the rate limit takes a unit from Redis (the one extra round trip).
+already fetched; the rate limit takes a unit from Redis (the one extra round trip). The gates
+own no keys: each asks the store that owns a key for its name and for how to read its value.
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-import redis
-
 from resilience_tasks.errors import Defer, Degrade
 from resilience_tasks.gate import Call, Gate
-from resilience_tasks.quota.budget import Budget, decide, utc_day
-from resilience_tasks.quota.rate_limit import FleetRateLimiter, RateLimit
-from resilience_tasks.state.keys import KeySpace
+from resilience_tasks.quota.policy import Budget, RateLimit, decide, utc_day
+from resilience_tasks.quota.storage import CooldownStore, FleetRateLimiter, SpendLedger
 
 
 def _float(value: bytes | None) -> float:
@@ -29,15 +27,16 @@ def _float(value: bytes | None) -> float:
 class CooldownGate(Gate):
     """After a provider's 429, the whole fleet waits out its ``Retry-After``, not just one task."""
 
-    def __init__(self, resource: str, keys: KeySpace) -> None:
+    def __init__(self, cooldowns: CooldownStore, resource: str) -> None:
         self.resource = resource
-        self._key = keys.cooldown(resource)
+        self._cooldowns = cooldowns
+        self._key = cooldowns.key(resource)
 
     def watch(self, call: Call) -> tuple[str, ...]:
         return (self._key,)
 
     def check(self, call: Call, watched: Mapping[str, bytes | None]) -> None:
-        wait = _float(watched.get(self._key)) - time.time()
+        wait = self._cooldowns.remaining(watched.get(self._key))
         if wait > 0:
             raise Defer(
                 wait + random.uniform(0, min(1.0, wait * 0.1)),
@@ -50,28 +49,27 @@ class BudgetGate(Gate):
 
     def __init__(
         self,
-        team: str,
+        ledger: SpendLedger,
         resource: str,
-        keys: KeySpace,
         budgets: Callable[[], tuple[Budget | None, Budget | None]],
     ) -> None:
-        self.team = team
         self.resource = resource
-        self._keys = keys
+        self._ledger = ledger
         self._budgets = budgets
 
     def _watched(self) -> list[tuple[str, Budget, str]]:
         team_budget, resource_budget = self._budgets()
         day = utc_day()
+        team = self._ledger.team
         found = []
         if team_budget is not None:
-            found.append((self._keys.team_spend(self.team, day), team_budget, f"team {self.team}"))
+            found.append((self._ledger.spend_key(None, day), team_budget, f"team {team}"))
         if resource_budget is not None:
             found.append(
                 (
-                    self._keys.team_resource_spend(self.team, self.resource, day),
+                    self._ledger.spend_key(self.resource, day),
                     resource_budget,
-                    f"team {self.team} on {self.resource}",
+                    f"team {team} on {self.resource}",
                 )
             )
         return found
@@ -99,21 +97,16 @@ class RateLimitGate(Gate):
 
     def __init__(
         self,
-        team: str,
-        resource: str,
-        keys: KeySpace,
         limiter: FleetRateLimiter,
+        resource: str,
         limit: Callable[[], RateLimit | None],
-        client: redis.Redis,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.team = team
         self.resource = resource
         self._limiter = limiter
         self._limit = limit
-        self._client = client
         self._sleep = sleep
-        self._waiting_key = keys.interactive_waiting(resource)
+        self._waiting_key = limiter.waiting_key(resource)
 
     def watch(self, call: Call) -> tuple[str, ...]:
         return (self._waiting_key,) if self._limit() is not None else ()
@@ -124,28 +117,26 @@ class RateLimitGate(Gate):
             return
         waiting = watched.get(self._waiting_key)
         if waiting and not call.interactive:
-            # Interactive work waits on this limit (the key outlives its due time by a second,
+            # Interactive work waits on this limit (the mark outlives its due time by a second,
             # while it comes back): batch work stands aside until after it.
-            ahead = max(0.0, _float(waiting) - time.time()) + _STAND_ASIDE
+            ahead = self._limiter.waiting_for(waiting) + _STAND_ASIDE
             raise Defer(
                 ahead * (1 + random.uniform(0, limit.jitter)),
                 f"rate limit {limit.spec}: interactive work goes first",
             )
-        identifiers = limit.identifiers(self.resource, self.team, call.args, call.kwargs)
         patience = limit.max_wait_in_worker
-        decision = self._limiter.acquire(limit, identifiers, reserve=False)
+        decision = self._limiter.acquire(limit, self.resource, call, reserve=False)
         while not decision.allowed and decision.retry_after <= patience:
             self._sleep(decision.retry_after)  # the next unit is close: wait for it here
             patience -= decision.retry_after
-            decision = self._limiter.acquire(limit, identifiers, reserve=False)
+            decision = self._limiter.acquire(limit, self.resource, call, reserve=False)
         if decision.allowed:
             return
         if call.interactive:  # interactive work waits for the next free unit, ahead of batch
-            delay = decision.retry_after
-            self._client.set(self._waiting_key, time.time() + delay, px=int((delay + 1.0) * 1000))
-            raise Defer(delay, f"rate limit {decision.window}")
+            self._limiter.interactive_waits(self.resource, decision.retry_after)
+            raise Defer(decision.retry_after, f"rate limit {decision.window}")
         # batch work leaves the worker with a place in line (one more round trip, only here)
-        decision = self._limiter.acquire(limit, identifiers, reserve=True)
+        decision = self._limiter.acquire(limit, self.resource, call, reserve=True)
         if decision.allowed:
             return
         delay = decision.retry_after + random.uniform(0, limit.jitter * decision.interval)

@@ -2,9 +2,9 @@
 
 A ``429`` (or a client library's rate-limit exception) is a rate signal, not a failure: the
 work is deferred for ``Retry-After`` and the breaker does not count it. Quota headers are
-recorded per resource, so the rest of the system knows how much is left before it hits zero.
-OpenAI-compatible (``x-ratelimit-*``) and Anthropic (``anthropic-ratelimit-*``) shapes are read
-out of the box; pass a parser for any other shape.
+recorded per resource (``storage.QuotaStore``), so the rest of the system knows how much is
+left before it hits zero. OpenAI-compatible (``x-ratelimit-*``) and Anthropic
+(``anthropic-ratelimit-*``) shapes are read out of the box; pass a parser for any other shape.
 """
 
 from __future__ import annotations
@@ -15,18 +15,13 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
-
-import redis
 
 from resilience_tasks.errors import RateLimitedError
-from resilience_tasks.state.keys import KeySpace
 
 __all__ = [
     "DEFAULT_PARSERS",
     "DEFAULT_RETRY_AFTER",
     "QuotaParser",
-    "QuotaStore",
     "RateLimitedError",
     "anthropic_quota",
     "as_rate_limited",
@@ -141,45 +136,3 @@ def anthropic_quota(headers: Mapping[str, str]) -> dict[str, float]:
 
 
 DEFAULT_PARSERS: tuple[QuotaParser, ...] = (openai_quota, anthropic_quota)
-
-
-class QuotaStore:
-    """The latest quota each resource's provider reported, with when it was seen."""
-
-    def __init__(
-        self, client: redis.Redis, keys: KeySpace | None = None, ttl: float = 86_400.0
-    ) -> None:
-        self._client = client
-        self._keys = keys or KeySpace()
-        self._ttl = int(ttl)
-        self._parsers: dict[str, tuple[QuotaParser, ...]] = {}
-
-    def use_parser(self, resource: str, parser: QuotaParser) -> None:
-        """Read ``resource``'s headers with ``parser`` (before the built-in shapes)."""
-        self._parsers[resource] = (parser, *DEFAULT_PARSERS)
-
-    def observe(self, resource: str, headers: Mapping[str, str]) -> dict[str, float]:
-        """Record what ``headers`` say of ``resource``'s quota; returns what was read."""
-        quota: dict[str, float] = {}
-        for parser in self._parsers.get(resource, DEFAULT_PARSERS):
-            quota.update(parser(headers))
-        if quota:
-            now = time.time()
-            fields: dict[Any, Any] = {**quota, "observed_at": now}
-            for kind in ("requests", "tokens"):
-                if f"reset_{kind}" in quota:
-                    fields[f"resets_at_{kind}"] = now + quota[f"reset_{kind}"]
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hset(self._keys.quota(resource), mapping=fields)
-            pipe.expire(self._keys.quota(resource), self._ttl)
-            pipe.execute()
-        return quota
-
-    def get(self, resource: str) -> dict[str, float]:
-        """The last recorded quota of ``resource`` (empty if none was seen recently)."""
-        raw = self._client.hgetall(self._keys.quota(resource))
-        return {_text(key): float(_text(value)) for key, value in raw.items()}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -10,22 +10,18 @@ reported). A provider's 429 becomes a fleet-wide cool-down and a ``Defer`` for i
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import redis
-
-from resilience_tasks.errors import Defer
-from resilience_tasks.quota.budget import Pricing, SpendLedger
+from resilience_tasks.errors import ConfigurationError, Defer
+from resilience_tasks.quota.policy import Pricing
 from resilience_tasks.quota.provider import (
     DEFAULT_RETRY_AFTER,
-    QuotaStore,
     RateLimitedError,
     as_rate_limited,
 )
-from resilience_tasks.state.keys import KeySpace
+from resilience_tasks.quota.storage import CooldownStore, QuotaStore, SpendLedger
 
 
 @dataclass
@@ -54,7 +50,9 @@ def report_usage(**units: float) -> None:
     report = _current()
     for unit, amount in units.items():
         if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
-            raise ValueError(f"report_usage: {unit} must be a non-negative number, got {amount!r}")
+            raise ConfigurationError(
+                f"report_usage: {unit} must be a non-negative number, got {amount!r}"
+            )
         report.units[unit] = report.units.get(unit, 0.0) + float(amount)
 
 
@@ -75,31 +73,28 @@ def collecting() -> Iterator[CallReport]:
 
 
 class QuotaReporter:
-    """Records one resource's usage, spend and quota headers; reads its provider's 429s."""
+    """Records one resource's usage, spend and quota headers for the ledger's team; turns its
+    provider's 429s into a fleet-wide cool-down."""
 
     def __init__(
         self,
-        team: str,
         resource: str,
-        client: redis.Redis,
-        keys: KeySpace,
         ledger: SpendLedger,
         quotas: QuotaStore,
+        cooldowns: CooldownStore,
         pricing: Callable[[], Pricing | None],
         rate_limit_errors: Callable[[], tuple[type[BaseException], ...]],
     ) -> None:
-        self.team = team
         self.resource = resource
-        self._client = client
-        self._cooldown_key = keys.cooldown(resource)
         self._ledger = ledger
         self._quotas = quotas
+        self._cooldowns = cooldowns
         self._pricing = pricing
         self._rate_limit_errors = rate_limit_errors
 
     def record(self, report: CallReport) -> None:
         if report.units:
-            self._ledger.record(self.team, self.resource, report.units, self._pricing())
+            self._ledger.record(self.resource, report.units, self._pricing())
         for headers in report.quota_headers:
             self._quotas.observe(self.resource, headers)
 
@@ -113,5 +108,5 @@ class QuotaReporter:
             self._quotas.observe(self.resource, limited.headers)
         delay = limited.retry_after if limited.retry_after is not None else DEFAULT_RETRY_AFTER
         if delay > 0:
-            self._client.set(self._cooldown_key, time.time() + delay, px=int(delay * 1000) + 1)
+            self._cooldowns.start(self.resource, delay)
         return Defer(delay, f"{self.resource} rate-limited the call (429); retry after {delay:g}s")

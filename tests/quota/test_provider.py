@@ -9,7 +9,6 @@ import pytest
 import redis
 
 from resilience_tasks.quota.provider import (
-    QuotaStore,
     RateLimitedError,
     anthropic_quota,
     as_rate_limited,
@@ -18,6 +17,7 @@ from resilience_tasks.quota.provider import (
     parse_retry_after,
     raise_for_rate_limit,
 )
+from resilience_tasks.quota.storage import CooldownStore, QuotaStore
 from resilience_tasks.state.keys import KeySpace
 
 
@@ -97,3 +97,25 @@ def test_a_custom_parser_reads_other_shapes(redis_client: redis.Redis, prefix: s
     store.use_parser("sms", lambda headers: {"remaining_requests": float(headers["X-Credits"])})
     store.observe("sms", {"X-Credits": "17"})
     assert store.get("sms")["remaining_requests"] == 17.0
+
+
+def test_observed_quotas_are_stamped_by_the_server_clock(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    store = QuotaStore(redis_client, KeySpace(prefix))
+    before = float(redis_client.time()[0])
+    store.observe("llm", {"x-ratelimit-remaining-tokens": "5"})
+    after = float(redis_client.time()[0]) + 1
+    assert before <= store.get("llm")["observed_at"] <= after
+
+
+def test_a_cooldown_is_kept_until_its_longest_deadline(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    cooldowns = CooldownStore(redis_client, KeySpace(prefix))
+    first = cooldowns.start("llm", 30)
+    assert cooldowns.start("llm", 2) == first  # a shorter Retry-After never shortens the pause
+    assert 25 < cooldowns.remaining(redis_client.get(cooldowns.key("llm"))) <= 31
+    assert 25_000 < int(redis_client.pttl(cooldowns.key("llm"))) <= 30_100
+    assert cooldowns.start("llm", 60) > first  # a longer one extends it
+    assert cooldowns.remaining(redis_client.get(cooldowns.key("other"))) == 0.0

@@ -136,9 +136,8 @@ def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[int]]:
 
         def ready() -> bool:
             for port in ports:
-                info = redis.Redis(port=port).execute_command("CLUSTER INFO")
-                text = info.decode() if isinstance(info, bytes) else str(info)
-                if "cluster_state:ok" not in text:
+                info = redis.Redis(port=port, decode_responses=True).cluster("INFO")
+                if info.get("cluster_state") != "ok":  # redis-py parses CLUSTER INFO
                     return False
             return True
 
@@ -159,9 +158,7 @@ def sentinel(directory: Path, primary_port: int, service: str) -> Iterator[int]:
     with redis_server(directory, "--sentinel", config=config) as port:
         client = redis.Redis(port=port)
         wait_for(
-            lambda: (
-                client.execute_command("SENTINEL", "get-master-addr-by-name", service) is not None
-            ),
+            lambda: client.sentinel_get_master_addr_by_name(service) is not None,
             timeout=30,
         )
         yield port
