@@ -13,8 +13,7 @@ from typing import Any
 
 from resilience_tasks.errors import ConfigurationError
 from resilience_tasks.policies import _validate as check
-from resilience_tasks.quota.budget import Budget, Pricing
-from resilience_tasks.quota.rate_limit import RateLimit
+from resilience_tasks.quota.policy import Budget, Pricing, RateLimit
 
 
 def check_name(kind: str, name: Any) -> None:
