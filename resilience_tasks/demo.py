@@ -123,6 +123,9 @@ class Tally:
     def __init__(self, manager: ResilienceManager) -> None:
         self.manager = manager
         self.sent: list[Sent] = []
+        #: Seconds to wait for one outcome. Once a task has timed out the demo has waited long
+        #: enough for everything sent before it, so the rest get a short wait each.
+        self.patience = OUTCOME_TIMEOUT
 
     def send(
         self,
@@ -135,10 +138,11 @@ class Tally:
         self.sent.append(entry)
         return entry
 
-    def settle(self, entry: Sent, timeout: float = OUTCOME_TIMEOUT) -> Sent:
+    def settle(self, entry: Sent) -> Sent:
         """Wait for ``entry``'s outcome (once) and classify it."""
         if entry.outcome is not None:
             return entry
+        timeout = self.patience
         try:
             entry.detail = str(entry.result.get(timeout=timeout))
             entry.outcome = RETURNED
@@ -149,6 +153,7 @@ class Tally:
             else:
                 entry.outcome, entry.detail = DEAD_LETTERED, record.reason
         except ResultTimeout:
+            self.patience = 2.0
             entry.outcome = "lost"
             entry.detail = f"no outcome after {timeout:.0f}s (state {entry.result.state})"
         except Exception as error:
@@ -230,7 +235,11 @@ def redis_setup(url: str, run: str) -> Setup:
             client.close()
 
     return Setup(
-        app, manager, f"Redis at {connection.redact(url)}", lambda name: f"{name}.{run}", cleanup
+        app,
+        manager,
+        f"Redis at {connection.redact(url)}, run {run}",
+        lambda name: f"{name}.{run}",
+        cleanup,
     )
 
 
