@@ -16,9 +16,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
-
 from resilience_tasks.errors import Defer
+from resilience_tasks.state.connection import StateClient
 from resilience_tasks.state.keys import KeySpace
 
 T = TypeVar("T")
@@ -34,7 +33,7 @@ return {2, redis.call('PTTL', KEYS[2])}
 
 
 class IdempotencyStore:
-    def __init__(self, client: redis.Redis, team: str, keys: KeySpace | None = None) -> None:
+    def __init__(self, client: StateClient, team: str, keys: KeySpace | None = None) -> None:
         self._client = client
         self._team = team
         self._keys = keys or KeySpace()

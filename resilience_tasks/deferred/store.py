@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from resilience_tasks.deferred import scripts
 from resilience_tasks.deferred.message import DeferredMessage
+from resilience_tasks.state.connection import StateClient
 from resilience_tasks.state.keys import KeySpace
 
 
@@ -48,7 +47,7 @@ class ParkingSpot:
 class DeferredStore:
     """One team's deferred work."""
 
-    def __init__(self, client: redis.Redis, team: str, keys: KeySpace | None = None) -> None:
+    def __init__(self, client: StateClient, team: str, keys: KeySpace | None = None) -> None:
         keys = keys or KeySpace()
         self._client = client
         self._keys = keys
