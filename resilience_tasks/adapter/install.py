@@ -7,6 +7,10 @@
 * One queue per resource, so a worker started without ``-Q`` consumes them all and an operator
   can give a resource its own workers.
 * The pump task and its beat entry, on a control queue, and a pump thread in each worker.
+* Settings for a Redis outage (``OUTAGE``, ``REDIS_BROKER_OPTIONS``): results that cannot be
+  stored are retried, not reported lost; workers reconnect to the broker however long it takes;
+  sockets time out and are probed instead of hanging on a server that vanished. Each is set
+  only where the user has not set it.
 * Start-up checks: a worker or beat whose state Redis is unreachable stops with one line.
 """
 
@@ -36,25 +40,84 @@ DELIVERY = {
 }
 
 
+#: Celery settings that let a fleet ride out a Redis outage; the user's own values win.
+OUTAGE: dict[str, Any] = {
+    # A result that cannot be written is retried with exponential backoff instead of the task
+    # being reported lost or FAILURE after its body ran (Celery's default gives up). Each retry
+    # wraps the Redis backend's own ~20 s reconnect loop, so 15 retries with sleeps of up to
+    # 10 s hold a result through about 7 minutes of outage, bounded so a pool process is not
+    # blocked forever. Clients' ``get()`` and ``state`` retry the same way.
+    "result_backend_always_retry": True,
+    "result_backend_max_retries": 15,
+    "result_backend_base_sleep_between_retries_ms": 200,
+    "result_backend_max_sleep_between_retries_ms": 10_000,
+    # The worker's consumer reconnects to the broker forever (Celery's default gives up after
+    # 100 tries and the worker exits), at start-up too. ``None`` is "no limit" to kombu's
+    # retry loop (``0`` would mean "no retries").
+    "broker_connection_retry": True,
+    "broker_connection_retry_on_startup": True,
+    "broker_connection_max_retries": None,
+    # A server that answers an error a fresh connection may not get (a replica's READONLY
+    # after a failover) makes the consumer reconnect instead of stopping the worker.
+    "broker_channel_error_retry": True,
+    # The Redis result backend: fail fast on connect (Celery waits on the OS, minutes for a
+    # host that vanished), detect dead peers on idle connections, retry a command that timed
+    # out (SETEX and GET are idempotent), and ping a pooled connection idle for 10 s before use.
+    "redis_socket_connect_timeout": 5.0,
+    "redis_socket_timeout": 30.0,
+    "redis_socket_keepalive": True,
+    "redis_retry_on_timeout": True,
+    "redis_backend_health_check_interval": 10,
+}
+
+#: kombu Redis transport options for the same outage, merged under the user's own.
+#: ``retry_on_timeout`` is left off on purpose: a publish that timed out may have reached the
+#: server, and kombu turns off batched publishing when it is on (an ambiguous replay).
+REDIS_BROKER_OPTIONS: dict[str, Any] = {
+    # Without a socket timeout a publish to a server that vanished without closing the TCP
+    # connection waits forever, and kombu's health checks never run.
+    "socket_timeout": 30.0,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    # kombu drops a BRPOP connection whose reply is overdue by brpop_timeout + this interval:
+    # a consumer on a half-open connection recovers in about 21 s instead of 51 s.
+    "health_check_interval": 10,
+}
+
+REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://", "redis+socket://", "socket://")
+
+
 def when_configured(app: Celery, apply: Callable[[Any], None]) -> None:
-    """Run ``apply(conf)`` now if the app's configuration is loaded, else right after it is."""
-    if app.configured:
-        apply(app.conf)
-        return
+    """Run ``apply(conf)`` now if the app's configuration is loaded, and each time it is loaded.
+
+    Celery loads the configuration again when ``config_from_object`` is called on a configured
+    app, and what was written into the old one is gone: applying again keeps it installed.
+    """
 
     def on_configured(sender: Any, source: Any, **_: Any) -> None:
-        apply(source)
+        if sender is app:
+            apply(source)
 
     app.on_after_configure.connect(on_configured, weak=False)
+    if app.configured:
+        apply(app.conf)
 
 
 def configure(app: Celery, visibility_timeout: float) -> None:
-    """Install the serialization and delivery settings, keeping the user's transport options."""
-    app.conf.update(JSON_ONLY)
-    app.conf.update(DELIVERY)
+    """Install the serialization and delivery settings, and the outage settings the user has
+    not set, keeping the user's transport options."""
+    when_configured(app, lambda conf: conf.update({**JSON_ONLY, **DELIVERY}))
+
+    def outage_defaults(conf: Any) -> None:
+        for key, value in OUTAGE.items():
+            if not conf.value_set_for(key):
+                conf[key] = value
 
     def merge_transport_options(conf: Any) -> None:
         options = dict(conf.broker_transport_options or {})
+        if str(conf.broker_url or "").startswith(REDIS_SCHEMES):
+            for key, value in REDIS_BROKER_OPTIONS.items():
+                options.setdefault(key, value)
         options.setdefault("visibility_timeout", visibility_timeout)
         timeout = float(options["visibility_timeout"])
         if timeout <= 0:
@@ -65,6 +128,7 @@ def configure(app: Celery, visibility_timeout: float) -> None:
         options.setdefault("unacked_restore_throttle", 1)
         conf.broker_transport_options = options
 
+    when_configured(app, outage_defaults)
     when_configured(app, merge_transport_options)
 
 
