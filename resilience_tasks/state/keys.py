@@ -109,6 +109,19 @@ class KeySpace:
     def deferred_claims(self, team: str) -> str:
         return f"{self.tag}:team:{team}:deferred:claims"
 
+    def deferred_parked(self, team: str, resource: str) -> str:
+        """Work parked on ``resource``'s breaker."""
+        return f"{self.deferred_due(team)}:parked:{resource}"
+
+    def deferred_parked_expiry(self, team: str, resource: str) -> str:
+        return f"{self.deferred_parked(team, resource)}:expiry"
+
+    def deferred_parked_released(self, team: str, resource: str) -> str:
+        return f"{self.deferred_parked(team, resource)}:released"
+
+    def deferred_publish_failures(self, team: str) -> str:
+        return f"{self.deferred_messages(team)}:publish-failures"
+
     def dead_letters(self, team: str) -> str:
         return f"{self.tag}:team:{team}:dead:msg"
 

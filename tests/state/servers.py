@@ -146,14 +146,17 @@ def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[int]]:
 
 
 @contextmanager
-def sentinel(directory: Path, primary_port: int, service: str) -> Iterator[int]:
-    """A Sentinel monitoring the primary on ``primary_port`` as ``service``; yields its port
-    once it names the primary."""
+def sentinel(
+    directory: Path, primary_port: int, service: str, auth_pass: str | None = None
+) -> Iterator[int]:
+    """A Sentinel monitoring the primary on ``primary_port`` as ``service`` (with the primary's
+    password ``auth_pass``); yields its port once it names the primary."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "sentinel.conf"
     config.write_text(
         f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
         f"sentinel down-after-milliseconds {service} 60000\n"
+        + (f"sentinel auth-pass {service} {auth_pass}\n" if auth_pass else "")
     )
     with redis_server(directory, "--sentinel", config=config) as port:
         client = redis.Redis(port=port)
