@@ -8,7 +8,10 @@ Configuration comes from the environment, the way container deployments set it:
 * ``RESILIENCE_TEAM`` (default ``default``) and ``RESILIENCE_VISIBILITY_TIMEOUT`` (seconds).
 
 Start a deployment the usual Celery way: workers (``celery -A workers.app worker -E``) plus
-exactly one beat (``celery -A workers.app beat``), which drives the deferred pump.
+exactly one beat (``celery -A workers.app beat``), which drives the deferred pump. Workers
+started without ``-Q`` consume every resource queue and this team's control queue,
+``resilience.control.<team>``. A setting with a wrong value stops the import with an error that
+names the variable, not the keyword it ends up in.
 """
 
 from __future__ import annotations
@@ -18,7 +21,25 @@ import os
 from celery import Celery
 
 import beat_schedule
-from resilience_tasks import ResilienceManager
+from resilience_tasks import ConfigurationError, ResilienceManager
+
+
+def _seconds(name: str, default: str) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def _team() -> str:
+    team = os.environ.get("RESILIENCE_TEAM", "default")
+    if not team or ":" in team:
+        raise ConfigurationError(
+            f"RESILIENCE_TEAM must be a non-empty name without ':', got {team!r}"
+        )
+    return team
+
 
 broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 
@@ -36,9 +57,9 @@ app.conf.update(
 )
 
 manager = ResilienceManager(
-    os.environ.get("RESILIENCE_TEAM", "default"),
+    _team(),
     app=app,
-    visibility_timeout=float(os.environ.get("RESILIENCE_VISIBILITY_TIMEOUT", "900")),
+    visibility_timeout=_seconds("RESILIENCE_VISIBILITY_TIMEOUT", "900"),
     pump_interval=beat_schedule.PUMP_INTERVAL,
 )
 beat_schedule.install(app)
