@@ -61,8 +61,9 @@ def async_twin(client: redis.Redis | redis.RedisCluster) -> aioredis.Redis | aio
             f"RedisFleetStorage(..., async_client=redis.asyncio....) for call_async"
         )
     settings = {k: v for k, v in pool.connection_kwargs.items() if k in _PORTABLE}
-    return aioredis.Redis(
-        connection_pool=aioredis.ConnectionPool(connection_class=connection_class, **settings)
+    # from_pool: the client owns its pool, so aclose() closes the connections too
+    return aioredis.Redis.from_pool(
+        aioredis.ConnectionPool(connection_class=connection_class, **settings)
     )
 
 

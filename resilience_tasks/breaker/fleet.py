@@ -25,19 +25,17 @@ import functools
 import inspect
 import types
 import uuid
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import pybreaker
 from pybreaker import CBStateType
 
 from resilience_tasks.breaker import outcomes
-from resilience_tasks.breaker.async_storage import AsyncFleetStorage
+from resilience_tasks.breaker.core import BreakerCore
 from resilience_tasks.breaker.outcomes import NEVER_FAILURES, Kind
-from resilience_tasks.breaker.records import IGNORED, Admission, Verdict
-from resilience_tasks.breaker.storage import RedisFleetStorage
+from resilience_tasks.breaker.records import Admission
 from resilience_tasks.errors import BreakerOpenError
-from resilience_tasks.policies import BreakerPolicy
 from resilience_tasks.policies import _validate as check
 
 T = TypeVar("T")
@@ -49,60 +47,12 @@ def _calling_block() -> None:
     """Stands for the block of ``with breaker.calling():`` in ``before_call`` listeners."""
 
 
-class FleetBreaker(pybreaker.CircuitBreaker):
+class FleetBreaker(BreakerCore):
     """The breaker of one resource; every process that builds one on the same Redis shares it.
 
-    ``exclude`` adds to ``policy.exclude``: both are the user's exclusions and make up
-    ``excluded_exceptions``. ``not_failures`` (the Celery adapter passes its control exceptions)
-    and ``NEVER_FAILURES`` are kept apart, in ``never_failures``: they are ignored, not
-    counted as successes.
+    Constructed as ``FleetBreaker(resource, policy, storage, listeners, not_failures, *,
+    exclude, throw_new_error_on_trip, name)``; see ``BreakerCore``.
     """
-
-    def __init__(
-        self,
-        resource: str,
-        policy: BreakerPolicy,
-        storage: RedisFleetStorage,
-        listeners: Iterable[pybreaker.CircuitBreakerListener] = (),
-        not_failures: Iterable[type[BaseException]] = (),
-        *,
-        exclude: Iterable[outcomes.Exclusion] = (),
-        throw_new_error_on_trip: bool = True,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            fail_max=policy.fail_max,
-            reset_timeout=policy.reset_timeout,
-            success_threshold=policy.success_threshold,
-            exclude=[*policy.exclude, *exclude],
-            listeners=list(listeners),
-            state_storage=storage,
-            name=name or resource,
-            throw_new_error_on_trip=throw_new_error_on_trip,
-        )
-        self.resource = resource
-        self.policy = policy
-        self._storage = storage
-        self._never_failures = (*NEVER_FAILURES, *not_failures)
-        self._ready = True
-
-    # -- what counts -------------------------------------------------------------------------
-
-    @property
-    def never_failures(self) -> tuple[type[BaseException], ...]:
-        """Built-in exceptions that are nobody's verdict on the dependency (never counted)."""
-        return self._never_failures
-
-    def is_system_error(self, exception: BaseException) -> bool:
-        """Whether ``exception`` counts as the dependency failing (pybreaker's question)."""
-        return self._kind(exception) == "failure"
-
-    def _kind(self, error: BaseException) -> Kind:
-        if isinstance(error, self._never_failures):
-            return "ignored"
-        if outcomes.excluded(error, self._excluded_exceptions):
-            return "success"
-        return "failure"
 
     # -- fleet-wide settings -----------------------------------------------------------------
 
@@ -142,111 +92,6 @@ class FleetBreaker(pybreaker.CircuitBreaker):
     def clear_overrides(self) -> None:
         """Forget the fleet's overrides: the declared policy holds again, for every process."""
         self._storage.clear_overrides()
-
-    # -- ask, then tell ----------------------------------------------------------------------
-
-    def admit(
-        self,
-        delivery_key: str | None = None,
-        delivery_ttl: int = 0,
-        watch: tuple[str, ...] = (),
-    ) -> Admission:
-        """Ask whether a call may go to the dependency now (one round trip).
-
-        ``delivery_key`` lets the caller count a message's deliveries, and ``watch`` names keys
-        whose values the other admission checks need, in the same round trip.
-        """
-        admission = self._storage.admit(
-            self.policy, uuid.uuid4().hex, delivery_key, delivery_ttl, watch
-        )
-        if admission.transition:
-            self._notify(*admission.transition)
-        return admission
-
-    def release(self, admission: Admission) -> None:
-        """Hand back an admission whose call did not go out (another check refused it)."""
-        admission.verdict = IGNORED
-        if admission.trial:
-            self._storage.release_trial(admission.token)
-
-    def record(self, admission: Admission, error: BaseException | None) -> Verdict:
-        """Tell the breaker how an admitted call ended; ``error`` is None on success.
-
-        The verdict is also left in ``admission.verdict``: ``trial_failed`` tells a failed
-        half-open trial (which reopened the breaker) from an ordinary failure.
-        """
-        return self._record(admission, error, "success" if error is None else self._kind(error))
-
-    def _record(
-        self, admission: Admission, error: BaseException | None, kind: Kind, settle: bool = False
-    ) -> Verdict:
-        """``settle`` makes a success reset the count even if none was pending at admission
-        (a generator's admission can be long outdated when it ends)."""
-        if kind == "ignored":
-            self.release(admission)
-            return IGNORED
-        token = admission.token if admission.trial else ""
-        if kind == "failure":
-            verdict = self._storage.record_failure(self.policy, token)
-        elif settle or admission.trial or admission.failures:
-            verdict = self._storage.record_success(self.policy, token)
-        else:
-            verdict = Verdict("success")
-        return self._told(admission, verdict, error)
-
-    async def _record_async(
-        self,
-        store: AsyncFleetStorage,
-        admission: Admission,
-        error: BaseException | None,
-        kind: Kind,
-    ) -> Verdict:
-        if kind == "ignored":
-            admission.verdict = IGNORED
-            if admission.trial:
-                await store.release_trial(admission.token)
-            return IGNORED
-        token = admission.token if admission.trial else ""
-        if kind == "failure":
-            verdict = await store.record_failure(self.policy, token)
-        elif admission.trial or admission.failures:
-            verdict = await store.record_success(self.policy, token)
-        else:
-            verdict = Verdict("success")
-        return self._told(admission, verdict, error)
-
-    def _told(self, admission: Admission, verdict: Verdict, error: BaseException | None) -> Verdict:
-        """Keep the verdict and tell the listeners, in pybreaker's order."""
-        admission.verdict = verdict
-        with self._lock:
-            if verdict.counted == "failure" and error is not None:
-                for listener in self._listeners:
-                    listener.failure(self, error)
-                if verdict.transition:
-                    self._notify(*verdict.transition)
-            else:
-                if verdict.transition:
-                    self._notify(*verdict.transition)
-                for listener in self._listeners:
-                    listener.success(self)
-        return verdict
-
-    def _before_call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        with self._lock:
-            for listener in self._listeners:
-                listener.before_call(self, func, *args, **kwargs)
-
-    def _admitted(self) -> Admission:
-        admission = self.admit()
-        if not admission.allowed:
-            raise BreakerOpenError(self.resource, admission.retry_after, admission.state)
-        return admission
-
-    def _trip_error(self, verdict: Verdict) -> BreakerOpenError | None:
-        """pybreaker's ``CircuitBreakerError`` for the call that opened the breaker, if wanted."""
-        if verdict.opened and self._throw_new_error_on_trip:
-            return BreakerOpenError(self.resource, verdict.retry_after, "open")
-        return None
 
     # -- pybreaker's ways to call ------------------------------------------------------------
 
@@ -367,15 +212,16 @@ class FleetBreaker(pybreaker.CircuitBreaker):
 
         return decorate(*call_args) if call_args else decorate
 
-    # -- state ---------------------------------------------------------------------------------
+    def asyncio_client(self) -> Any:
+        """The ``redis.asyncio`` client ``call_async`` uses on the running event loop."""
+        return self._storage.asyncio_storage().client
 
-    @property
-    def current_state(self) -> str:
-        """The state name as Redis has it now (``closed`` while the breaker is being built,
-        so declaring a task never touches Redis)."""
-        if not getattr(self, "_ready", False):
-            return str(pybreaker.STATE_CLOSED)
-        return str(self._storage.state)
+    async def aclose(self) -> None:
+        """Close the connections ``call_async`` opened on the running event loop (call it before
+        the loop ends; a client given as ``async_client`` is left to its owner)."""
+        await self._storage.aclose()
+
+    # -- state ---------------------------------------------------------------------------------
 
     @property
     def state(self) -> CBStateType:
@@ -407,16 +253,6 @@ class FleetBreaker(pybreaker.CircuitBreaker):
         self._notify(*self._storage.force(pybreaker.STATE_CLOSED))
 
     reset = close
-
-    def _notify(self, old: str, new: str) -> None:
-        with self._lock:
-            if old == new and new == self._state.name:
-                return
-            previous = self._state
-            self._state = self._create_new_state(new, prev_state=previous, notify=False)
-            if old != new:
-                for listener in self._listeners:
-                    listener.state_change(self, previous, self._state)
 
 
 _CALLING_CODE = FleetBreaker.calling.__wrapped__.__code__  # type: ignore[attr-defined]

@@ -162,6 +162,12 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
             storage = self._async[loop] = AsyncFleetStorage(self, client)
         return storage
 
+    async def aclose(self) -> None:
+        """Close the asyncio client built for the running loop (a given one stays the user's)."""
+        storage = self._async.pop(asyncio.get_running_loop(), None)
+        if storage is not None and storage.client is not self._async_client:
+            await storage.client.aclose()
+
     # -- pybreaker's storage interface ---------------------------------------------------------
 
     @property

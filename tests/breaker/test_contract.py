@@ -47,7 +47,13 @@ def via_call_async(breaker: FleetBreaker, func: Callable[[], Any]) -> Any:
     async def coro() -> Any:
         return func()
 
-    return asyncio.run(breaker.call_async(coro))
+    async def run() -> Any:
+        try:
+            return await breaker.call_async(coro)
+        finally:
+            await breaker.aclose()
+
+    return asyncio.run(run())
 
 
 WAYS = {
@@ -225,6 +231,16 @@ async def needs_one_async(x: int) -> int:
     return x
 
 
+def wrong_async(breaker: FleetBreaker) -> None:
+    async def run() -> None:
+        try:
+            await breaker.call_async(needs_one_async)
+        finally:
+            await breaker.aclose()
+
+    asyncio.run(run())
+
+
 def wrong_in_block(breaker: FleetBreaker) -> None:
     with breaker.calling():
         needs_one()  # type: ignore[call-arg]
@@ -235,7 +251,7 @@ CALLER_BUGS: dict[str, Callable[[FleetBreaker], Any]] = {
     "decorator": lambda b: b(needs_one)(),
     "calling": wrong_in_block,
     "generator": lambda b: b.call(needs_one_gen),
-    "call_async": lambda b: asyncio.run(b.call_async(needs_one_async)),
+    "call_async": lambda b: wrong_async(b),
     "call_admitted": lambda b: b.call_admitted(b.admit(), needs_one),
 }
 

@@ -41,3 +41,8 @@ def test_rate_window_is_off_without_a_failure_rate() -> None:
 def test_exclude_accepts_types_and_predicates() -> None:
     policy = BreakerPolicy(exclude=(KeyError, lambda exc: "business" in str(exc)))
     assert len(policy.exclude) == 2
+
+
+def test_defaults_are_pybreakers() -> None:
+    policy = BreakerPolicy()
+    assert (policy.fail_max, policy.reset_timeout, policy.success_threshold) == (5, 60.0, 1)
