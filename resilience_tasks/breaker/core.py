@@ -7,11 +7,13 @@ the listeners apart from the many ways a call can be made.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pybreaker
+import redis
 
 from resilience_tasks.breaker import outcomes
 from resilience_tasks.breaker.async_storage import AsyncFleetStorage
@@ -20,6 +22,8 @@ from resilience_tasks.breaker.records import IGNORED, Admission, Verdict
 from resilience_tasks.breaker.storage import RedisFleetStorage
 from resilience_tasks.errors import BreakerOpenError
 from resilience_tasks.policies import BreakerPolicy
+
+logger = logging.getLogger(__name__)
 
 
 class BreakerCore(pybreaker.CircuitBreaker):
@@ -112,21 +116,36 @@ class BreakerCore(pybreaker.CircuitBreaker):
         return self._record(admission, error, "success" if error is None else self._kind(error))
 
     def _record(
-        self, admission: Admission, error: BaseException | None, kind: Kind, settle: bool = False
+        self,
+        admission: Admission,
+        error: BaseException | None,
+        kind: Kind,
+        settle: bool = False,
+        quiet: bool = False,
     ) -> Verdict:
         """``settle`` makes a success reset the count even if none was pending at admission
-        (a generator's admission can be long outdated when it ends)."""
+        (a generator's admission can be long outdated when it ends). ``quiet`` (the call
+        paths) logs a state store that cannot be reached instead of raising: the call has
+        happened, and its own outcome stands, as with pybreaker's Redis storage."""
+        try:
+            verdict = self._verdict(admission, kind, settle)
+        except redis.RedisError as exc:
+            if not quiet:
+                raise
+            logger.warning("breaker %r: outcome not recorded: %s", self.resource, exc)
+            return IGNORED
+        return verdict if verdict is IGNORED else self._told(admission, verdict, error)
+
+    def _verdict(self, admission: Admission, kind: Kind, settle: bool) -> Verdict:
         if kind == "ignored":
             self.release(admission)
             return IGNORED
         token = admission.token if admission.trial else ""
         if kind == "failure":
-            verdict = self._storage.record_failure(self.policy, token)
-        elif settle or admission.trial or admission.failures:
-            verdict = self._storage.record_success(self.policy, token)
-        else:
-            verdict = Verdict("success")
-        return self._told(admission, verdict, error)
+            return self._storage.record_failure(self.policy, token)
+        if settle or admission.trial or admission.failures:
+            return self._storage.record_success(self.policy, token)
+        return Verdict("success")
 
     async def _record_async(
         self,
@@ -135,18 +154,23 @@ class BreakerCore(pybreaker.CircuitBreaker):
         error: BaseException | None,
         kind: Kind,
     ) -> Verdict:
-        if kind == "ignored":
-            admission.verdict = IGNORED
-            if admission.trial:
-                await store.release_trial(admission.token)
-            return IGNORED
+        """``_record`` on ``redis.asyncio``, always quiet (only the call paths use it)."""
         token = admission.token if admission.trial else ""
-        if kind == "failure":
-            verdict = await store.record_failure(self.policy, token)
-        elif admission.trial or admission.failures:
-            verdict = await store.record_success(self.policy, token)
-        else:
-            verdict = Verdict("success")
+        try:
+            if kind == "ignored":
+                admission.verdict = IGNORED
+                if admission.trial:
+                    await store.release_trial(admission.token)
+                return IGNORED
+            if kind == "failure":
+                verdict = await store.record_failure(self.policy, token)
+            elif admission.trial or admission.failures:
+                verdict = await store.record_success(self.policy, token)
+            else:
+                verdict = Verdict("success")
+        except redis.RedisError as exc:
+            logger.warning("breaker %r: outcome not recorded: %s", self.resource, exc)
+            return IGNORED
         return self._told(admission, verdict, error)
 
     def _told(self, admission: Admission, verdict: Verdict, error: BaseException | None) -> Verdict:

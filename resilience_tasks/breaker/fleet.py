@@ -106,13 +106,13 @@ class FleetBreaker(BreakerCore):
             result = func(*args, **kwargs)
         except BaseException as error:
             kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
-            tripped = self._trip_error(self._record(admission, error, kind))
+            tripped = self._trip_error(self._record(admission, error, kind, quiet=True))
             if tripped is not None:
                 raise tripped from error
             raise
         if isinstance(result, types.GeneratorType):
             return self._tracked(admission, result)  # type: ignore[return-value]
-        self._record(admission, None, "success")
+        self._record(admission, None, "success", quiet=True)
         return result
 
     def call_admitted(
@@ -128,9 +128,9 @@ class FleetBreaker(BreakerCore):
             result = func(*args, **kwargs)
         except BaseException as error:
             kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
-            self._record(admission, error, kind)
+            self._record(admission, error, kind, quiet=True)
             raise
-        self._record(admission, None, "success")
+        self._record(admission, None, "success", quiet=True)
         return result
 
     def _tracked(
@@ -139,11 +139,13 @@ class FleetBreaker(BreakerCore):
         try:
             result = yield from generator
         except BaseException as error:
-            tripped = self._trip_error(self._record(admission, error, self._kind(error)))
+            tripped = self._trip_error(
+                self._record(admission, error, self._kind(error), quiet=True)
+            )
             if tripped is not None:
                 raise tripped from error
             raise
-        self._record(admission, None, "success", settle=True)
+        self._record(admission, None, "success", settle=True, quiet=True)
         return result
 
     @contextlib.contextmanager
@@ -158,11 +160,11 @@ class FleetBreaker(BreakerCore):
                 kind: Kind = "ignored"
             else:
                 kind = self._kind(error)
-            tripped = self._trip_error(self._record(admission, error, kind))
+            tripped = self._trip_error(self._record(admission, error, kind, quiet=True))
             if tripped is not None:
                 raise tripped from error
             raise
-        self._record(admission, None, "success")
+        self._record(admission, None, "success", quiet=True)
 
     async def call_async(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``await breaker.call_async(coro_func, ...)``: ``call`` for asyncio, on ``redis.asyncio``.

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from resilience_tasks import BreakerOpenError, BreakerPolicy
-from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage, scripts
+from resilience_tasks.breaker import Admission, FleetBreaker, RedisFleetStorage, scripts
 from resilience_tasks.state.keys import KeySpace
 from resilience_tasks.state.lua import CLOCK
 from tests.breaker.support import Recorder, age, expire_leases, fail, make, ok
@@ -208,3 +208,33 @@ return {decision, state, failures, wait, transition}
     breaker.reset_timeout = 5  # the hash's override beats the ARGV default
     age(breaker, redis_client, 6)
     assert composed(keys, [100, 1, 60, 0, "c"]) == [2, b"half-open", 0, b"0", b"open>half-open"]
+
+
+def unreachable(client: redis.Redis) -> None:
+    """Point the real client at a port where nothing listens (the state store went away)."""
+    client.connection_pool.connection_kwargs["port"] = 1  # privileged, never a Redis here
+    client.connection_pool.reset()
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_a_lost_state_store_after_the_call_leaves_its_outcome_standing(
+    prefix: str, outcome: str
+) -> None:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    breaker = make(client, prefix)
+    trip(breaker, 1)  # a failure pending: the outcome needs a write
+
+    def call_then_lose_redis() -> str:
+        unreachable(client)
+        if outcome == "failure":
+            raise ValueError("the dependency's own error")
+        return "ok"
+
+    if outcome == "success":
+        assert breaker.call(call_then_lose_redis) == "ok"
+    else:
+        with pytest.raises(ValueError):
+            breaker.call(call_then_lose_redis)
+    admission = Admission(True, False, "closed", 1, 0.0, 0, "t")
+    with pytest.raises(redis.ConnectionError):  # record() itself tells its caller
+        breaker.record(admission, None)
