@@ -147,7 +147,7 @@ class Tally:
             entry.detail = str(entry.result.get(timeout=timeout))
             entry.outcome = RETURNED
         except DeadLetteredError as error:
-            record = self.manager.dead_letters.get(entry.result.id)
+            record = self.manager.dead_letter(entry.result.id)
             if record is None:
                 entry.outcome, entry.detail = "lost", f"DeadLetteredError but no record: {error}"
             else:
@@ -284,7 +284,7 @@ def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
 
     @manager.task(
         resource="demo.archive",
-        breaker=BreakerPolicy(reset_timeout=0.5),
+        breaker=BreakerPolicy(reset_timeout=60.0),
         max_defer_age=1.5,
         queue=queue("demo.archive"),
     )
@@ -345,7 +345,7 @@ def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
             ]
             time.sleep(1.0)
             states = sorted({entry.result.state for entry in waiting})
-            say(f"   states: {states}; deferred depth: {manager.deferred.depth()}")
+            say(f"   states: {states}; deferred depth: {manager.deferred_count()}")
             time.sleep(2.5 * breaker_policy.reset_timeout)
             say(
                 f"   after two reset timeouts: breaker {breaker.current_state}, dependency hits "
@@ -369,13 +369,14 @@ def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
             )
 
             say(
-                "5. Work that cannot run is never dropped silently: a task whose dependency "
-                "stays down past"
+                "5. Work that cannot run is never dropped silently. An operator holds the "
+                "archive's breaker open;"
             )
             say(
-                "   max_defer_age (1.5 s) ends in the dead-letter store with its reason, and its "
-                "caller gets DeadLetteredError."
+                "   a task that may wait 1.5 s at most (max_defer_age) ends in the dead-letter "
+                "store with its reason,"
             )
+            say("   and its caller gets DeadLetteredError.")
             manager.breaker("demo.archive").open()
             entry = tally.settle(tally.send(archive, "report.pdf", label="archive report.pdf"))
             say(f"   {entry.outcome}: {entry.detail}\n")
@@ -482,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tally = Tally(setup.manager)
     try:
         tour(setup, tally, say)
-        left_waiting = setup.manager.deferred.depth()
+        left_waiting = setup.manager.deferred_count()
     except (redis.RedisError, OperationalError, OSError) as error:
         print(f"{PROG}: lost the connection to Redis mid-run: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
