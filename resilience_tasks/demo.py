@@ -339,6 +339,8 @@ def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
                 "   they wait in the deferred store, and each half-open period sends exactly "
                 "one trial."
             )
+            hits_before_trials = dependency.hits
+            sent_at = time.monotonic()
             waiting = [
                 tally.send(fetch, dependency.url, 200 + n, label=f"call {200 + n}")
                 for n in range(20)
@@ -348,8 +350,9 @@ def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
             say(f"   states: {states}; deferred depth: {manager.deferred_count()}")
             time.sleep(2.5 * breaker_policy.reset_timeout)
             say(
-                f"   after two reset timeouts: breaker {breaker.current_state}, dependency hits "
-                f"during the outage: {dependency.hits - hits_before}\n"
+                f"   {time.monotonic() - sent_at:.1f}s later (reset_timeout "
+                f"{breaker_policy.reset_timeout:g}s): breaker {breaker.current_state}; trials "
+                f"that reached the dead dependency: {dependency.hits - hits_before_trials}\n"
             )
 
             say(
