@@ -66,6 +66,11 @@ class FleetRateLimiter:
     def _windows(
         self, limit: RateLimit, resource: str, call: Call
     ) -> list[tuple[limits.RateLimitItem, str]]:
+        if not isinstance(resource, str):  # e.g. an identifiers tuple, as callers once passed
+            raise ConfigurationError(
+                f"the limiter takes a resource name (the team and the call pick the window), "
+                f"got {resource!r}"
+            )
         ids = limit.identifiers(resource, self.team, call.args, call.kwargs)
         return [(item, item.key_for(*ids)) for item in limit.windows]
 

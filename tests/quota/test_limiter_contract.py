@@ -138,3 +138,8 @@ def test_every_key_shares_the_deployments_hash_tag(
     found = [key.decode() for key in state.scan_iter(match=keys.pattern, count=1000)]
     assert len(found) == 3  # window, its line, the interactive mark
     assert all(key.startswith(keys.tag + ":") for key in found)
+
+
+def test_a_window_is_named_by_resource_team_and_call_only(limiter: FleetRateLimiter) -> None:
+    with pytest.raises(ConfigurationError, match="takes a resource name"):
+        limiter.acquire(RateLimit("1/minute"), ("svc", "team=team-b"))  # type: ignore[arg-type]
