@@ -9,12 +9,14 @@ gates watch (spend, cool-down, the interactive mark) and a delivery counter incl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
+from resilience_tasks import ResilienceManager, report_usage
 from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
 from resilience_tasks.deferred import DeadLetterStore, DeferredMessage, DeferredStore
 from resilience_tasks.errors import BreakerOpenError, Defer
@@ -26,6 +28,7 @@ from resilience_tasks.quota.policy import Budget, Pricing, RateLimit
 from resilience_tasks.quota.storage import CooldownStore, FleetRateLimiter, QuotaStore, SpendLedger
 from resilience_tasks.state.connection import connect
 from resilience_tasks.state.keys import KeySpace
+from tests.conftest import pumping
 from tests.state.servers import redis_cluster
 
 TEAM = "team-a"
@@ -194,3 +197,30 @@ def test_idempotency(client: redis.RedisCluster, keys: KeySpace) -> None:
     assert once.run_once("charge-1", effect) == 42
     assert once.run_once("charge-1", effect) == 42
     assert calls == [1]
+
+
+def test_a_manager_keeps_its_state_on_the_cluster(
+    cluster_url: str, app: Celery, unique: str, worker: Callable[..., None]
+) -> None:
+    """Real tasks through a real worker (broker on the shared Redis, state on the cluster):
+    parked on an open breaker, brought back by the pump, rate-limited and priced."""
+    manager = ResilienceManager(
+        f"team-{unique}", app=app, redis_url=cluster_url, key_prefix=f"rt-{unique}"
+    )
+    resource = f"api-{unique}"
+    manager.resource(resource, rate_limit="50/second", prices={"calls": 0.5})
+    manager.budget("$100/day")
+
+    @manager.task(resource=resource, breaker=BreakerPolicy(fail_max=1, reset_timeout=1))
+    def double(n: int) -> int:
+        report_usage(calls=1)
+        return n * 2
+
+    manager.breaker(resource).open()  # every call is refused until a trial closes it again
+    worker()
+    with pumping(manager, 0.1):
+        results = [double.delay(n) for n in range(5)]
+        assert [result.get(timeout=90) for result in results] == [0, 2, 4, 6, 8]
+    assert manager.breaker(resource).current_state == "closed"
+    ledger = SpendLedger(connect(cluster_url), f"team-{unique}", KeySpace(f"rt-{unique}"))
+    assert ledger.spent() == pytest.approx(2.5)
