@@ -256,12 +256,17 @@ class TaskGuard:
             self._quietly("release a trial", breaker.release, admission)
             return self.reporter.defer_for(error)
         self._quietly("record a failure", breaker.record, admission, error)
-        if admission.trial and breaker.is_system_error(error):
+        verdict = admission.verdict
+        failed_trial = (
+            verdict.trial_failed
+            if verdict is not None
+            else admission.trial and breaker.is_system_error(error)  # not recorded: an outage
+        )
+        if failed_trial:
             run.failed_trials += 1
             if run.failed_trials <= self.settings.free_trials:
-                return BreakerOpenError(
-                    breaker.resource, breaker.policy.reset_timeout, "open after a failed trial"
-                )
+                reopens_in = verdict.retry_after if verdict else breaker.policy.reset_timeout
+                return BreakerOpenError(breaker.resource, reopens_in, "open after a failed trial")
         return error
 
     def _quietly(self, what: str, write: Callable[..., object], *args: Any) -> None:
