@@ -229,7 +229,8 @@ def ensure_reachable(client: StateClient, url: str | StateURL) -> None:
     """Ping once; on failure raise one clear ``StateUnavailableError`` instead of a traceback."""
     try:
         client.ping()
-    except (redis.RedisError, RedisClusterException, OSError) as exc:
+    except (redis.RedisError, RedisClusterException, OSError, UnicodeError) as exc:
+        # UnicodeError: a host name that cannot even be encoded for DNS ('a..b')
         source = url if isinstance(url, StateURL) else StateURL(url)
         raise StateUnavailableError(unreachable(source, exc)) from None
 
@@ -245,7 +246,11 @@ def unreachable(source: StateURL, error: BaseException) -> str:
             f"{where}: the server refused the credentials ({_clean(error)}). Check the user "
             f"and password in {source.origin}."
         )
-    if isinstance(cause, socket.gaierror) or _says(error, "Name or service not known"):
+    if (
+        isinstance(cause, socket.gaierror)
+        or isinstance(error, UnicodeError)
+        or _says(error, "Name or service not known")
+    ):
         return (
             f"{where}: the host name cannot be resolved ({_clean(error)}). Check the host in "
             f"{source.origin}."

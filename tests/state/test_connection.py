@@ -160,6 +160,11 @@ def test_an_unknown_host_is_called_unknown() -> None:
     assert "Check the host in the Celery broker URL (broker_url)" in message
 
 
+def test_a_host_name_that_cannot_be_a_dns_name_is_called_unknown() -> None:
+    message = _unreachable("redis://a..b:6379/0")
+    assert "host name cannot be resolved" in message
+
+
 def test_a_server_that_never_answers_is_a_timeout() -> None:
     with socket.socket() as silent:  # accepts connections (kernel backlog) and never replies
         silent.bind(("127.0.0.1", 0))
