@@ -7,6 +7,7 @@ every setting the manager installs into the app; only the task class differs.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.error
 import urllib.request
@@ -73,6 +74,12 @@ def noop_bare() -> None:
     """Does nothing, as a plain Celery task."""
 
 
+OVERHEAD = {
+    "bare": ("noop_bare", OVERHEAD_BARE_QUEUE),
+    "ours": ("noop_resilient", OVERHEAD_RESOURCE),
+}
+
+
 # -- deferral.py ----------------------------------------------------------------------------------
 
 DEFERRAL_RESOURCE = "deferral-target"
@@ -95,7 +102,8 @@ def countdown_work(item: int) -> int:
 
 # -- long_outage.py -------------------------------------------------------------------------------
 
-OUTAGE_RESET = 10.0
+#: reset_timeout of both breakers and the countdown of the pybreaker glue (long_outage.py).
+OUTAGE_RESET = float(os.environ.get("BENCH_OUTAGE_RESET", "10"))
 OUTAGE_QUEUES = {"ours": ("outage-dep", "outage-healthy"), "pybreaker": ("pb-dep", "pb-healthy")}
 
 
@@ -115,21 +123,20 @@ def healthy_call(url: str) -> None:
     done("healthy")
 
 
-def _pybreaker(name: str) -> pybreaker.CircuitBreaker:
+@functools.cache
+def pybreaker_for(name: str) -> pybreaker.CircuitBreaker:
+    """Built on first use: ``CircuitRedisStorage`` writes its keys when it is created."""
     storage = pybreaker.CircuitRedisStorage(
         pybreaker.STATE_CLOSED, client, namespace=f"{PREFIX}:pb:{name}"
     )
     return pybreaker.CircuitBreaker(fail_max=5, reset_timeout=OUTAGE_RESET, state_storage=storage)
 
 
-pb_dep, pb_healthy = _pybreaker("dep"), _pybreaker("healthy")
-
-
 @app.task(bind=True, queue="pb-dep", max_retries=None)  # type: ignore[untyped-decorator]
 def pb_outage_call(self: Any, url: str) -> None:
     """pybreaker glued by hand: an open breaker retries the task after ``reset_timeout``."""
     try:
-        pb_dep.call(get, url)
+        pybreaker_for("dep").call(get, url)
     except pybreaker.CircuitBreakerError as refused:
         raise self.retry(exc=refused, countdown=OUTAGE_RESET) from None
     done("dep")
@@ -138,7 +145,7 @@ def pb_outage_call(self: Any, url: str) -> None:
 @app.task(bind=True, queue="pb-healthy", max_retries=None)  # type: ignore[untyped-decorator]
 def pb_healthy_call(self: Any, url: str) -> None:
     try:
-        pb_healthy.call(get, url)
+        pybreaker_for("healthy").call(get, url)
     except pybreaker.CircuitBreakerError as refused:
         raise self.retry(exc=refused, countdown=OUTAGE_RESET) from None
     done("healthy")

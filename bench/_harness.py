@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -26,7 +27,7 @@ def load(db: BenchDatabase, prefix: str, module: str = "_apps", **env: str) -> M
     return importlib.import_module(module)
 
 
-def supervisor(apps: ModuleType, db: BenchDatabase, app: str = "_apps") -> Supervisor:
-    """A supervisor of ``celery -A <app>`` processes run from ``bench/``."""
-    del apps, db  # configured through the environment by ``load``
-    return Supervisor(app, cwd=BENCH_DIR)
+def supervisor(app: str = "_apps", python_args: Sequence[str] = ()) -> Supervisor:
+    """A supervisor of ``celery -A <app>`` processes run from ``bench/`` (configured through
+    the environment by ``load``)."""
+    return Supervisor(app, cwd=BENCH_DIR, python_args=python_args)

@@ -1,29 +1,8 @@
-"""The apps of ``bench/rate_limit.py``, imported by its driver and by every worker it starts.
+"""The apps of ``bench/rate_limit.py`` (one limit, one task body, three systems), imported by its
+driver and its workers; configured through ``BENCH_REDIS_URL`` and ``BENCH_RL_*``.
 
-Configured through the environment (set by the driver, inherited by the workers):
-``BENCH_REDIS_URL`` (broker, results, limiter state and the run records: one database),
-``BENCH_RL_WORK_MS`` (how long each task body works), ``BENCH_RL_MIN_BACKOFF`` and
-``BENCH_RL_MAX_BACKOFF`` (Dramatiq's retry backoff, milliseconds).
-
-Three systems, one limit of ``LIMIT`` calls per second, one identical task body:
-
-* ours: ``ours_app`` with a ``ResilienceManager``; ``call`` on resource ``limited-api``
-  (``rate_limit="20/second"``: a refusal shorter than 1 s is waited out in the worker) and
-  ``call_nowait`` on ``limited-api-nowait`` (``max_wait_in_worker=0.0``: every refusal goes to
-  the deferred store). Each resource has its own window and its own queue;
-* Celery's own: ``celery_call`` on the bare ``celery_app`` with ``rate_limit="20/s"`` and the
-  same delivery settings the manager installs (JSON, ``acks_late``, prefetch 1);
-* Dramatiq: ``dramatiq_call`` under ``WindowRateLimiter(limit=20, window=1)`` on Dramatiq's
-  Redis rate-limit backend, used as documented (``with limiter.acquire(): ...``); a refusal
-  raises ``RateLimitExceeded`` and the Retries middleware re-enqueues the message with backoff.
-
-Every body appends one JSON record to the Redis list ``RECORDS_KEY``: the task's number, when
-the body started and ended (``time.time()``), the worker's pid, and how often the message was
-sent back before this run (ours: deferrals, Dramatiq: retries). For ours it also records when
-the granting ``acquire`` call began and returned (the window's stamp, and the Lua script that
-took the unit, fall in between) and how many acquires were refused in this process since the
-previous grant (the limiter's ``acquire`` is wrapped per process to note these; it adds two
-``time.time()`` calls and no round trip).
+Every body appends one JSON record to ``RECORDS_KEY`` (number, start and end, pid, times sent
+back); ours also records when its granting ``acquire`` began and returned.
 """
 
 from __future__ import annotations
@@ -95,7 +74,10 @@ class _AdmissionClock:
         self.refused = 0
 
     def __call__(
-        self, limit: RateLimit, identifiers: tuple[str, ...], cost: int = 1,
+        self,
+        limit: RateLimit,
+        identifiers: tuple[str, ...],
+        cost: int = 1,
         reserve: bool = True,
     ) -> RateDecision:
         asked = time.time()  # the window's stamp is taken inside the call (the server's clock)

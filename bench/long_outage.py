@@ -5,6 +5,7 @@ Method: bench/README.md. python bench/long_outage.py [--quick] [--systems ours,p
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 from types import ModuleType
@@ -45,12 +46,12 @@ def burst(apps: ModuleType, db: BenchDatabase, task: str, url: str, count: int) 
     return count / (time.monotonic() - began)
 
 
-def run(apps: ModuleType, db: BenchDatabase, system: str, args: object) -> Run:
-    quick = getattr(args, "quick", False)
+def run(apps: ModuleType, db: BenchDatabase, system: str, args: argparse.Namespace) -> Run:
+    quick = args.quick
     parked, count = (300, 300) if quick else (1000, 1000)
     outage, burst_at = (20.0, 8.0) if quick else (60.0, 25.0)
     dep_task, healthy_task = TASKS[system]
-    with HTTPDependency() as dep, HTTPDependency() as healthy, supervisor(apps, db) as sup:
+    with HTTPDependency() as dep, HTTPDependency() as healthy, supervisor() as sup:
         worker = sup.worker(
             system, queues=apps.OUTAGE_QUEUES[system], concurrency=4, ready=apps.app
         )
@@ -78,16 +79,17 @@ def run(apps: ModuleType, db: BenchDatabase, system: str, args: object) -> Run:
 def main() -> None:
     cli = parser(__doc__.splitlines()[0], default_db=11)
     cli.add_argument("--systems", default="ours,pybreaker", help="in this order")
+    cli.add_argument("--reset-timeout", default="10", help="both breakers' (default 10 s)")
     args = cli.parse_args()
     runs = []
     with database(args, OWNER) as db:
-        apps = load(db, "rtbench-outage")
+        apps = load(db, "rtbench-outage", BENCH_OUTAGE_RESET=args.reset_timeout)
         for system in args.systems.split(","):
             db.reset()
             runs.append(run(apps, db, system, args))
     outage = 20 if args.quick else 60
     print_table(
-        f"## long_outage: 1 worker -c 4, {outage} s outage, parked work + a healthy burst",
+        f"## long_outage: 1 worker -c 4, {outage} s outage, reset_timeout {args.reset_timeout} s",
         [
             "system",
             "healthy tasks/s: normal",

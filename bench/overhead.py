@@ -1,268 +1,197 @@
 """Overhead of the resilience layer on the hot path: a no-op resilient task vs a bare one.
 
-Both tasks live in the same app (``bench/_apps.py``), so they share every setting the manager
-installs (JSON only, ``acks_late``, prefetch 1, visibility timeout): ``_apps.noop_resilient`` is
-declared with ``manager.task`` (closed breaker, ``RetryPolicy.none()``), ``_apps.noop_bare``
-with ``app.task``. Both store their (``None``) result in the Redis result backend.
-
-One worker, ``celery worker -P prefork -c 2`` (2 cores), is started once, consuming only an
-idle queue. Each phase:
-
-1. publishes its tasks to the task's own queue (the worker is not consuming it yet);
-2. ``CONFIG RESETSTAT``, then ``app.control.add_consumer(queue)`` starts the clock;
-3. ends when the queue and the transport's ``unacked`` hash are both empty (with
-   ``acks_late`` a task is acknowledged after its result is stored), polled every 10 ms;
-4. reads ``INFO commandstats`` (the driver's own polling commands are subtracted) and
-   ``cancel_consumer``s the queue; every result is then checked to be SUCCESS.
-
-Phases alternate (bare, ours / ours, bare / ...) over several rounds after a warm-up; we report
-tasks/s over all rounds and the ratio ours/bare. Redis commands per task come from ``INFO
-commandstats`` (server-wide; commands run inside Lua scripts are counted under their own
-names). Round trips cannot be read from commandstats, so a last, smaller pass per kind records
-the database's traffic with ``MONITOR``: one round trip per command sent by a client, a
-``MULTI ... EXEC`` block counted once, commands run inside scripts listed apart.
-
-    python bench/overhead.py [--quick] [--tasks 3000] [--rounds 3]
+Method: bench/README.md. python bench/overhead.py [--quick] [--private-redis] [--pool solo]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
 
-import _common as common
+import psutil  # type: ignore[import-untyped]
+from _harness import load, supervisor
 from celery.result import AsyncResult, denied_join_result
 
+from resilience_tasks.testing import CeleryProcess, CommandMonitor, MonitorSummary
+from resilience_tasks.testing.bench import BenchDatabase, database, parser, print_table, ratio
+
 OWNER = "bench/overhead.py"
-PREFIX = "rtbench-overhead"
 IDLE_QUEUE = "overhead-idle"
 POLL = 0.01
-
-
-@dataclass
-class Kind:
-    label: str
-    task: Any
-    queue: str
 
 
 @dataclass
 class Totals:
     tasks: int = 0
     seconds: float = 0.0
+    cpu: float = 0.0  # worker, main + pool
+    redis_cpu: float = 0.0  # the private server, if any
     commands: Counter[str] = field(default_factory=Counter)
-    foreign: list[str] = field(default_factory=list)
     rounds: list[float] = field(default_factory=list)
 
-    @property
-    def rate(self) -> float:
-        return self.tasks / self.seconds if self.seconds else 0.0
-
-    def per_task(self, name: str | None = None) -> float:
-        value = self.commands[name] if name else sum(self.commands.values())
+    def per_task(self, value: float) -> float:
         return value / self.tasks if self.tasks else 0.0
 
 
 class Phases:
-    """Runs phases of one kind of task against one running worker."""
+    """Phases of one kind of task against one running worker: publish, consume, drain."""
 
-    def __init__(self, apps: ModuleType, database: common.BenchDatabase, nodename: str) -> None:
-        self.app = apps.app
-        self.database = database
-        self.redis = database.client
-        self.nodename = nodename
+    def __init__(self, apps: ModuleType, db: BenchDatabase, worker: CeleryProcess) -> None:
+        self.apps, self.db, self.worker = apps, db, worker
+        self.server = psutil.Process(db.server.pid) if db.server else None
+        self.unchecked: list[str] = []
 
-    def publish(self, kind: Kind, count: int) -> list[str]:
-        # As a publisher inside a worker would: no result-channel subscription per task.
-        with denied_join_result():
-            return [kind.task.apply_async().id for _ in range(count)]
+    def _redis_cpu(self) -> float:
+        return sum(self.server.cpu_times()[:2]) if self.server else 0.0
 
-    def consume(self, kind: Kind) -> tuple[float, Counter[str]]:
-        """Let the worker consume ``kind.queue`` until it is drained.
-
-        Returns the seconds it took and the driver's own polling commands (to subtract).
-        """
-        started = time.perf_counter()
-        self.app.control.add_consumer(
-            kind.queue, destination=[self.nodename], reply=True, timeout=10
-        )
+    def run(self, kind: str, count: int, totals: Totals | None = None) -> Counter[str]:
+        task, queue = self.apps.OVERHEAD[kind]
+        with denied_join_result():  # as a publisher inside a worker: no result subscription
+            ids = [getattr(self.apps, task).apply_async().id for _ in range(count)]
+        self.db.reset_stats()
+        cpu, redis_cpu, started = self.worker.cpu_seconds(), self._redis_cpu(), time.perf_counter()
+        control = self.apps.app.control
+        control.add_consumer(queue, destination=[self.worker.nodename], reply=True, timeout=10)
         polls: Counter[str] = Counter()
         settled = 0
         while settled < 2:  # two empty readings in a row: nothing between pop and unacked
             time.sleep(POLL)
             polls["llen"] += 1
-            empty = self.redis.llen(kind.queue) == 0
+            empty = self.db.client.llen(queue) == 0
             if empty:
                 polls["hlen"] += 1
-                empty = self.redis.hlen("unacked") == 0
+                empty = self.db.client.hlen("unacked") == 0
             settled = settled + 1 if empty else 0
-        elapsed = time.perf_counter() - started - POLL  # the confirming poll is not work
-        return elapsed, polls
-
-    def stop_consuming(self, kind: Kind) -> None:
-        self.app.control.cancel_consumer(
-            kind.queue, destination=[self.nodename], reply=True, timeout=10
-        )
-
-    def check(self, ids: list[str]) -> None:
-        bad = [i for i in ids if AsyncResult(i, app=self.app).state != "SUCCESS"]
-        if bad:
-            raise RuntimeError(f"{len(bad)} tasks did not succeed, e.g. {bad[0]}")
-
-    def run(self, kind: Kind, count: int, totals: Totals | None = None) -> None:
-        ids = self.publish(kind, count)
-        self.database.reset_stats()
-        seconds, polls = self.consume(kind)
-        commands = self.database.command_counts() - polls
-        foreign = self.database.foreign_activity(seconds)
-        self.stop_consuming(kind)
-        self.check(ids)
+        seconds = time.perf_counter() - started - POLL  # the confirming poll is not work
+        cpu, redis_cpu = self.worker.cpu_seconds() - cpu, self._redis_cpu() - redis_cpu
+        commands = self.db.command_counts() - polls
+        control.cancel_consumer(queue, destination=[self.worker.nodename], reply=True, timeout=10)
+        self.unchecked.extend(ids)
         if totals is not None:
             totals.tasks += count
             totals.seconds += seconds
+            totals.cpu += cpu
+            totals.redis_cpu += redis_cpu
             totals.rounds.append(count / seconds)
             totals.commands.update(commands)
-            totals.foreign.extend(foreign)
+        return polls
 
-    def monitored(self, kind: Kind, count: int) -> common.MonitorSummary:
-        ids = self.publish(kind, count)
-        with common.CommandMonitor(self.database.url, self.database.db) as monitor:
-            _, polls = self.consume(kind)
-        self.stop_consuming(kind)
-        self.check(ids)
+    def check(self) -> None:
+        """Every task so far succeeded (read outside any measurement)."""
+        bad = [i for i in self.unchecked if AsyncResult(i, app=self.apps.app).state != "SUCCESS"]
+        if bad:
+            raise RuntimeError(f"{len(bad)} tasks did not succeed, e.g. {bad[0]}")
+        self.unchecked.clear()
+
+    def monitored(self, kind: str, count: int) -> MonitorSummary:
+        with CommandMonitor(self.db.url, self.db.db) as monitor:
+            polls = self.run(kind, count)
         summary = monitor.summary()
         summary.round_trips.subtract(polls)
         return summary
 
 
 def main() -> None:
-    cli = common.parser(__doc__.splitlines()[0], default_db=14)
+    cli = parser(__doc__.splitlines()[0], default_db=14)
     cli.add_argument("--tasks", type=int, help="tasks per kind (default 3000, quick 600)")
     cli.add_argument("--rounds", type=int, help="alternating rounds (default 3, quick 2)")
-    cli.add_argument(
-        "--monitor-tasks",
-        type=int,
-        help="tasks per kind in the MONITOR pass (default 300, quick 100)",
-    )
+    cli.add_argument("--pool", default="prefork", help="worker pool (default prefork)")
+    cli.add_argument("--concurrency", type=int, default=2, help="worker -c (default 2)")
     args = cli.parse_args()
     tasks = args.tasks or (600 if args.quick else 3000)
     rounds = args.rounds or (2 if args.quick else 3)
-    monitor_tasks = args.monitor_tasks or (100 if args.quick else 300)
-    per_round = tasks // rounds
-    common.install_signal_handlers()
-
-    with common.redis_server(args.redis_url, args.private_redis) as base_url:
-        database = common.BenchDatabase(base_url, args.db, OWNER)
-        database.claim()
-        try:
-            apps = common.load_apps(database.url, PREFIX)
-            bare = Kind("bare @app.task", apps.noop_bare, apps.OVERHEAD_BARE_QUEUE)
-            ours = Kind("ours @manager.task", apps.noop_resilient, apps.OVERHEAD_RESOURCE)
-            totals = {bare.label: Totals(), ours.label: Totals()}
-            with common.Supervisor() as sup:
-                worker = sup.worker(apps.app, "overhead", [IDLE_QUEUE], "prefork", 2)
-                phases = Phases(apps, database, worker.nodename)
-                for kind in (bare, ours):  # warm-up: connections, script loading, imports
-                    phases.run(kind, max(50, per_round // 5))
-                for index in range(rounds):
-                    order = (bare, ours) if index % 2 == 0 else (ours, bare)
-                    for kind in order:
-                        phases.run(kind, per_round, totals[kind.label])
-                monitored = {
-                    kind.label: phases.monitored(kind, monitor_tasks) for kind in (bare, ours)
-                }
-        finally:
-            database.release()
-    report(bare, ours, totals, monitored, monitor_tasks, rounds)
+    sample = 100 if args.quick else 300
+    totals = {"bare": Totals(), "ours": Totals()}
+    with database(args, OWNER) as db, supervisor() as sup:
+        apps = load(db, "rtbench-overhead")
+        worker = sup.worker(
+            "overhead",
+            queues=[IDLE_QUEUE],
+            pool=args.pool,
+            concurrency=args.concurrency,
+            ready=apps.app,
+        )
+        phases = Phases(apps, db, worker)
+        for kind in totals:  # warm-up: connections, script loading, imports
+            phases.run(kind, max(50, tasks // rounds // 5))
+        for index in range(rounds):
+            for kind in ("bare", "ours") if index % 2 == 0 else ("ours", "bare"):
+                phases.run(kind, tasks // rounds, totals[kind])
+                phases.check()
+        monitored = {}
+        for kind in totals:
+            monitored[kind] = phases.monitored(kind, sample)
+            phases.check()
+        foreign = db.foreign_clients(sum(t.seconds for t in totals.values()))
+    report(totals, monitored, sample, args, foreign)
 
 
 def report(
-    bare: Kind,
-    ours: Kind,
     totals: dict[str, Totals],
-    monitored: dict[str, common.MonitorSummary],
-    monitor_tasks: int,
-    rounds: int,
+    monitored: dict[str, MonitorSummary],
+    sample: int,
+    args: argparse.Namespace,
+    foreign: list[str],
 ) -> None:
-    base, mine = totals[bare.label], totals[ours.label]
-    print(
-        f"\n## overhead: no-op task, 1 worker -P prefork -c 2, {base.tasks} tasks per kind in "
-        f"{rounds} alternating rounds\n"
-    )
-    common.print_table(
+    base = totals["bare"]
+    rate = {kind: t.tasks / t.seconds for kind, t in totals.items()}
+    print_table(
+        f"## overhead: no-op task, 1 worker -P {args.pool} "
+        f"-c {args.concurrency}, alternating rounds",
         [
             "task",
             "tasks",
-            "seconds",
             "tasks/s",
-            "ratio vs bare",
-            "tasks/s per round",
+            "ratio",
+            "per round",
+            "worker CPU µs/task",
+            "Redis CPU µs/task",
             "Redis commands/task",
         ],
         [
             [
-                k.label,
+                kind,
                 t.tasks,
-                f"{t.seconds:.2f}",
-                f"{t.rate:.0f}",
-                common.ratio(t.rate, base.rate),
-                " ".join(f"{rate:.0f}" for rate in t.rounds),
-                f"{t.per_task():.2f}",
+                f"{rate[kind]:.0f}",
+                ratio(rate[kind], rate["bare"]),
+                " ".join(f"{r:.0f}" for r in t.rounds),
+                f"{t.per_task(t.cpu) * 1e6:.0f}",
+                f"{t.per_task(t.redis_cpu) * 1e6:.0f}" if t.redis_cpu else "n/a",
+                f"{t.per_task(sum(t.commands.values())):.2f}",
             ]
-            for k, t in ((bare, base), (ours, mine))
+            for kind, t in totals.items()
         ],
     )
-    print(
-        f"ours/bare throughput: {common.ratio(mine.rate, base.rate)}; Redis commands added "
-        f"per task: {mine.per_task() - base.per_task():+.2f} (INFO commandstats, includes "
-        f"commands run inside Lua scripts)\n"
-    )
-
-    names = sorted(set(base.commands) | set(mine.commands))
-    rows = []
-    for name in names:
-        before, after = base.per_task(name), mine.per_task(name)
-        if abs(after - before) >= 0.005 or before >= 0.005:
-            rows.append([name, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}"])
-    rows.append(
+    ours = totals["ours"]
+    names = sorted(set(base.commands) | set(ours.commands))
+    rows = [
         [
-            "total",
-            f"{base.per_task():.2f}",
-            f"{mine.per_task():.2f}",
-            f"{mine.per_task() - base.per_task():+.2f}",
+            name,
+            f"{base.per_task(base.commands[name]):.2f}",
+            f"{ours.per_task(ours.commands[name]):.2f}",
         ]
+        for name in names
+        if max(base.per_task(base.commands[name]), ours.per_task(ours.commands[name])) >= 0.005
+    ]
+    print_table(
+        "### Redis commands per task (INFO commandstats)", ["command", "bare", "ours"], rows
     )
-    print("### Redis commands per task, by command (INFO commandstats)\n")
-    common.print_table(["command", "bare", "ours", "added"], rows)
-    note = common.foreign_note(base.foreign + mine.foreign, "INFO commandstats")
-    if note:
-        print(note + "; the MONITOR table below counts this database only\n")
-
-    plain, guarded = monitored[bare.label], monitored[ours.label]
-    print(
-        f"### Round trips per task (MONITOR of this database only, {monitor_tasks} tasks per "
-        f"kind; MULTI..EXEC = 1)\n"
+    bare_rt, ours_rt = (monitored[k].per_task(sample) for k in ("bare", "ours"))
+    print_table(
+        f"### Round trips per task (MONITOR, {sample} tasks per kind, MULTI..EXEC = 1)",
+        ["round trip", "bare", "ours"],
+        [
+            [name, f"{bare_rt.get(name, 0):.2f}", f"{ours_rt.get(name, 0):.2f}"]
+            for name in sorted(set(bare_rt) | set(ours_rt))
+        ],
     )
-    rows = []
-    for name in sorted(set(plain.round_trips) | set(guarded.round_trips)):
-        before = plain.round_trips[name] / monitor_tasks
-        after = guarded.round_trips[name] / monitor_tasks
-        if before >= 0.005 or after >= 0.005:
-            rows.append([name, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}"])
-    before = plain.total_round_trips / monitor_tasks
-    after = guarded.total_round_trips / monitor_tasks
-    rows.append(["total round trips", f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}"])
-    common.print_table(["round trip", "bare", "ours", "added"], rows)
-    inside = ", ".join(
-        f"{name} {count / monitor_tasks:.2f}" for name, count in sorted(guarded.in_scripts.items())
-    )
-    print(
-        f"round trips added per task (closed breaker): {after - before:+.2f}; "
-        f"commands run inside ours' scripts per task: {inside or 'none'}\n"
-    )
+    inside = monitored["ours"].in_scripts
+    print("inside ours' scripts per task:", {k: round(v / sample, 2) for k, v in inside.items()})
+    if foreign:
+        print(f"note: clients of {', '.join(foreign)} were active: commandstats is server-wide")
 
 
 if __name__ == "__main__":

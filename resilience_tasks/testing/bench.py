@@ -42,6 +42,8 @@ class BenchDatabase:
         self.db = db
         self.owner = owner
         self.client = redis.Redis.from_url(self.url)
+        #: The private server (``--private-redis``), else None.
+        self.server: RedisServer | None = None
 
     def claim(self) -> None:
         """Refuse a database holding someone else's keys; flush a leftover of our own."""
@@ -103,10 +105,10 @@ def database(args: argparse.Namespace, owner: str) -> Iterator[BenchDatabase]:
     """The benchmark's database, claimed and flushed, on ``--redis-url`` or a private server."""
     _signals_exit()
     with contextlib.ExitStack() as stack:
-        base = args.redis_url
-        if args.private_redis:
-            base = stack.enter_context(RedisServer()).url().rsplit("/", 1)[0]
+        server = stack.enter_context(RedisServer()) if args.private_redis else None
+        base = server.url().rsplit("/", 1)[0] if server else args.redis_url
         db = BenchDatabase(base, args.db, owner)
+        db.server = server
         db.claim()
         stack.callback(db.release)
         yield db

@@ -10,7 +10,7 @@ import http.server
 import threading
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 
 class Mode(StrEnum):
@@ -80,7 +80,7 @@ class HTTPDependency:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}/"
 
-    def __enter__(self) -> HTTPDependency:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

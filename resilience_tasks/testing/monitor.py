@@ -10,7 +10,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import redis
 
@@ -59,20 +60,23 @@ class CommandMonitor:
     STOP = "rt-monitor-stop"
 
     def __init__(self, url: str, db: int) -> None:
+        self._url = url
         self._client = redis.Redis.from_url(url)
         self._db = db
         self.commands: list[Command] = []
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._record, daemon=True)
 
-    def __enter__(self) -> CommandMonitor:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("MONITOR did not start")
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._client.echo(self.STOP)
+        # Sent on database 0, so the new connection needs no SELECT inside the recording.
+        with redis.Redis.from_url(urlsplit(self._url)._replace(path="/0").geturl()) as stopper:
+            stopper.echo(self.STOP)
         self._thread.join(30)
         self._client.close()
 

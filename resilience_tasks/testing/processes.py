@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil  # type: ignore[import-untyped]
 
@@ -41,7 +41,7 @@ def kill_group(process: subprocess.Popen[Any], grace: float = 0.0) -> None:
 
 
 class CeleryProcess:
-    """One ``celery -A <app> ...`` subprocess in its own process group."""
+    """One subprocess (usually ``celery -A <app> ...``) in its own process group."""
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, nodename: str = "") -> None:
         self.name = name
@@ -138,20 +138,27 @@ class CeleryProcess:
 class Supervisor:
     """Starts ``celery -A <app>`` workers and beats; all of them are gone when it exits.
 
-    ``env`` is added to the environment the processes inherit; ``cwd`` is where they run (put
+    ``env`` is added to the environment the processes inherit (read when each starts); ``cwd`` is where they run (put
     the app module's directory on ``PYTHONPATH`` through ``env`` if it is not importable).
+    ``python_args`` go to the interpreter, e.g. ``("-m", "cProfile", "-o", path)`` to profile.
     """
 
     def __init__(
-        self, app: str, env: Mapping[str, str] | None = None, cwd: Path | str | None = None
+        self,
+        app: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        python_args: Sequence[str] = (),
     ) -> None:
         self.app = app
-        self.env = {**os.environ, **(env or {})}
+        self.python_args = list(python_args)
+        #: Added to ``os.environ`` as it is when each process starts; may be changed between.
+        self.env = dict(env or {})
         self.cwd = Path(cwd or os.getcwd())
         self.logdir = Path(tempfile.mkdtemp(prefix="rt-processes-"))
         self.started: list[CeleryProcess] = []
 
-    def __enter__(self) -> Supervisor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -160,10 +167,14 @@ class Supervisor:
 
     def start(self, name: str, *args: str, nodename: str = "") -> CeleryProcess:
         """Start ``celery -A <app> <args>`` without waiting for anything."""
-        argv = [sys.executable, "-m", "celery", "-A", self.app, *args]
+        argv = [sys.executable, *self.python_args, "-m", "celery", "-A", self.app, *args]
+        return self.spawn(name, argv, nodename)
+
+    def spawn(self, name: str, argv: Sequence[str], nodename: str = "") -> CeleryProcess:
+        """Start any command (another task queue's worker, say) under the same care."""
         process = CeleryProcess(name, argv, self.logdir / f"{name}.log", nodename)
         self.started.append(process)
-        return process.start(self.env, self.cwd)
+        return process.start({**os.environ, **self.env}, self.cwd)
 
     def worker(
         self,

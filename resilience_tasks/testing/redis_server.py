@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -60,6 +61,13 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db)
 
     @property
+    def pid(self) -> int:
+        """The server's process id (for its CPU time), while it runs."""
+        if self._process is None or not self.running:
+            raise RuntimeError(f"redis-server on port {self.port} is not running")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -75,7 +83,7 @@ class RedisServer:
             return "\n".join((self.directory / "redis.log").read_text().splitlines()[-10:])
         return "(no log)"
 
-    def start(self, timeout: float = 20.0) -> RedisServer:
+    def start(self, timeout: float = 20.0) -> Self:
         """Start the server and wait until it answers PING (with AOF: until it has loaded)."""
         if self.running:
             return self
@@ -126,7 +134,7 @@ class RedisServer:
         self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
