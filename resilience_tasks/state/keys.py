@@ -62,6 +62,10 @@ class KeySpace:
     def breaker(self, resource: str) -> str:
         return f"{self.tag}:res:{resource}:breaker"
 
+    def breaker_policy(self, resource: str) -> str:
+        """The breaker policy the fleet declared for ``resource`` (checked across teams)."""
+        return f"{self.breaker(resource)}:policy"
+
     def trial_leases(self, resource: str) -> str:
         return f"{self.tag}:res:{resource}:trials"
 
