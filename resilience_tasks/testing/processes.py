@@ -138,8 +138,8 @@ class CeleryProcess:
 class Supervisor:
     """Starts ``celery -A <app>`` workers and beats; all of them are gone when it exits.
 
-    ``env`` is added to the environment the processes inherit (read when each starts); ``cwd`` is where they run (put
-    the app module's directory on ``PYTHONPATH`` through ``env`` if it is not importable).
+    ``env`` is added to the environment each process inherits when it starts; ``cwd`` is where
+    they run (put the app module's directory on ``PYTHONPATH`` through ``env``).
     ``python_args`` go to the interpreter, e.g. ``("-m", "cProfile", "-o", path)`` to profile.
     """
 
