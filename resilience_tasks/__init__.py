@@ -17,9 +17,8 @@ from resilience_tasks.errors import (
 )
 from resilience_tasks.manager import ResilienceManager
 from resilience_tasks.policies import BreakerPolicy, RetryPolicy
-from resilience_tasks.quota.budget import Budget
+from resilience_tasks.quota.policy import Budget, RateLimit
 from resilience_tasks.quota.provider import raise_for_rate_limit
-from resilience_tasks.quota.rate_limit import RateLimit
 from resilience_tasks.quota.report import report_quota, report_usage
 
 __all__ = [

@@ -8,9 +8,12 @@ registers a Celery task whose base class runs the guard.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -19,27 +22,46 @@ from celery.utils.imports import gen_task_name
 
 from resilience_tasks.adapter import install, poison
 from resilience_tasks.adapter.options import check_task_options
-from resilience_tasks.adapter.task import ResilientTask, TaskRuntime, publish
+from resilience_tasks.adapter.task import (
+    PUBLISH_TRANSIENT_ERRORS,
+    ResilientTask,
+    TaskRuntime,
+    mark_dead_lettered,
+    publish,
+)
 from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
 from resilience_tasks.deferred import (
+    DeadLetter,
     DeadLetterStore,
+    DeferredMessage,
     DeferredStore,
+    MalformedMessageError,
+    ParkingSpot,
     Pump,
     PumpReport,
+    PumpSettings,
 )
-from resilience_tasks.errors import ConfigurationError
+from resilience_tasks.errors import STATE_ERRORS, ConfigurationError
 from resilience_tasks.guard import GuardSettings, TaskGuard
 from resilience_tasks.idempotency import IdempotencyStore
 from resilience_tasks.policies import BreakerPolicy, RetryPolicy
 from resilience_tasks.policies import _validate as check
-from resilience_tasks.quota.budget import Budget, OnExceed, SpendLedger
 from resilience_tasks.quota.gates import BudgetGate, CooldownGate, RateLimitGate
-from resilience_tasks.quota.provider import QuotaParser, QuotaStore
-from resilience_tasks.quota.rate_limit import FleetRateLimiter, RateLimit
+from resilience_tasks.quota.policy import Budget, OnExceed, RateLimit
+from resilience_tasks.quota.provider import QuotaParser
 from resilience_tasks.quota.report import QuotaReporter
+from resilience_tasks.quota.storage import CooldownStore, FleetRateLimiter, QuotaStore, SpendLedger
 from resilience_tasks.resources import Resources, ResourceSpec
 from resilience_tasks.state import connection
 from resilience_tasks.state.keys import KeySpace
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a team's declared breaker policy stays on record for other teams to check against
+#: (renewed at every start): an abandoned declaration ages out.
+POLICY_RECORD_TTL = 7 * 86_400
 
 #: Celery's control exceptions: how a task steers its own fate, never a dependency failure.
 CELERY_CONTROL = (Retry, Ignore, Reject, SoftTimeLimitExceeded)
@@ -47,6 +69,16 @@ CELERY_CONTROL = (Retry, Ignore, Reject, SoftTimeLimitExceeded)
 #: Prefix of each team's control queue (``resilience.control.<team>``): a team's pump task
 #: is known only to its own workers, so teams sharing a broker must not share this queue.
 CONTROL_QUEUE = "resilience.control"
+
+
+@dataclass(frozen=True)
+class _TaskDeclaration:
+    """What ``manager.task`` was told about one task, validated."""
+
+    resource: str
+    retry: RetryPolicy
+    interactive: bool
+    max_defer_age: float
 
 
 class ResilienceManager:
@@ -75,6 +107,7 @@ class ResilienceManager:
         pump_interval: float = 1.0,
         worker_pump_interval: float | None = 1.0,
         control_queue: str | None = None,
+        free_trials: int = 1,
     ) -> None:
         if not isinstance(team, str) or not team or ":" in team:
             raise ConfigurationError(f"team must be a non-empty name without ':', got {team!r}")
@@ -82,6 +115,7 @@ class ResilienceManager:
         check.positive_seconds("ResilienceManager", "max_defer_age", max_defer_age)
         check.positive_int("ResilienceManager", "max_deliveries", max_deliveries)
         check.positive_seconds("ResilienceManager", "pump_interval", pump_interval)
+        check.positive_int("ResilienceManager", "free_trials", free_trials, minimum=0)
         if worker_pump_interval is not None:
             check.positive_seconds(
                 "ResilienceManager", "worker_pump_interval", worker_pump_interval
@@ -93,27 +127,45 @@ class ResilienceManager:
         self.visibility_timeout = float(visibility_timeout)
         self.max_deliveries = max_deliveries
         if redis_client is not None:
-            self.url = redis_url or "(injected client)"
-            self.redis = redis_client
+            self.url: connection.StateURL | str = redis_url or "(injected client)"
+            self.redis: connection.StateClient = redis_client
         else:
-            self.url = redis_url or connection.state_url(app.conf.broker_url)
+            self.url = connection.resolve(redis_url, app.conf.broker_url)
             self.redis = connection.connect(self.url)
         self.deferred = DeferredStore(self.redis, team, self.keys)
         self.dead_letters = DeadLetterStore(self.redis, team, self.keys)
         self.idempotency = IdempotencyStore(self.redis, team, self.keys)
+        self._tasks: dict[str, _TaskDeclaration] = {}
+        self._policies: dict[str, BreakerPolicy | None] = {}
         self._breakers: dict[str, FleetBreaker] = {}
-        self._explicit_breakers: set[str] = set()
+        self._guard_settings = GuardSettings(
+            max_deliveries=max_deliveries,
+            delivery_ttl=int(max(3600.0, visibility_timeout * (max_deliveries + 2))),
+            free_trials=free_trials,
+        )
         self.resources = Resources()
-        self.limiter = FleetRateLimiter(self.redis, self.keys)
-        self.ledger = SpendLedger(self.redis, self.keys)
+        self.limiter = FleetRateLimiter(self.redis, team, self.keys)
+        self.ledger = SpendLedger(self.redis, team, self.keys)
         self.quotas = QuotaStore(self.redis, self.keys)
-        self._pump = Pump(self.deferred, self.dead_letters, partial(publish, app))
+        self._cooldowns = CooldownStore(self.redis, self.keys)
+        self._pump = Pump(
+            self.deferred,
+            self.dead_letters,
+            partial(publish, app),
+            parking=self._parking_spots,
+            settings=PumpSettings(
+                publish_lease=self.visibility_timeout,
+                transient_errors=PUBLISH_TRANSIENT_ERRORS,
+            ),
+            mark_failed=partial(mark_dead_lettered, app),
+        )
         self._routes: dict[str, dict[str, str]] = {}
 
         install.configure(app, self.visibility_timeout)
         install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
         poison.install(app, self.dead_letters)
+        app.on_after_finalize.connect(self._freeze, weak=False)
         self.pump_task = self._install_pump(
             control_queue or f"{CONTROL_QUEUE}.{team}", pump_interval
         )
@@ -126,8 +178,10 @@ class ResilienceManager:
 
     def task(
         self,
+        func: Callable[..., Any] | None = None,
+        /,
         *,
-        resource: str,
+        resource: str | None = None,
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
         rate_limit: str | RateLimit | None = None,
@@ -139,8 +193,13 @@ class ResilienceManager:
 
         Other Celery task options pass through (``acks_late``, ``time_limit``, ``queue``...);
         unknown ones raise ``ConfigurationError`` naming them. The task's queue defaults to
-        the resource's name.
+        the resource's name. What the task runs with is frozen when the app is finalized.
         """
+        if func is not None or resource is None:
+            raise ConfigurationError(
+                "manager.task needs the resource the task depends on: write "
+                '@manager.task(resource="search-api", ...) (with parentheses)'
+            )
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy, got {retry!r}")
         if max_defer_age is not None:
@@ -154,15 +213,11 @@ class ResilienceManager:
                 self.app, func.__name__, func.__module__
             )
             check_task_options(name, celery_options)
-            runtime = TaskRuntime(
-                team=self.team,
+            self._tasks[name] = _TaskDeclaration(
                 resource=resource,
-                guard=self._guard(resource, retry),
-                deferred=self.deferred,
-                dead_letters=self.dead_letters,
-                keys=self.keys,
-                max_defer_age=float(max_defer_age or self.max_defer_age),
+                retry=retry or RetryPolicy.none(),
                 interactive=interactive,
+                max_defer_age=float(max_defer_age or self.max_defer_age),
             )
             # Not shared: Celery would add a shared task to every app finalized later, with
             # this manager's runtime bound to it.
@@ -170,7 +225,7 @@ class ResilienceManager:
             options.pop("name", None)
             self._route(name, options.pop("queue", resource))
             task: ResilientTask = self.app.task(
-                base=ResilientTask, runtime=runtime, name=name, **options
+                base=ResilientTask, name=name, freeze=partial(self._runtime, name), **options
             )(func)
             return task
 
@@ -204,10 +259,12 @@ class ResilienceManager:
         spec = self.resources.declare(
             name, rate_limit=rate_limit, prices=prices, rate_limit_errors=rate_limit_errors
         )
-        if breaker is not None or name not in self._breakers:
-            self._declare_breaker(name, breaker)
-        if rate_limit_errors:
-            self._breakers[name].add_excluded_exceptions(*rate_limit_errors)
+        if rate_limit_errors and name in self._breakers:
+            raise ConfigurationError(
+                f"resource {name!r} is already in use: declare rate_limit_errors before its "
+                f"breaker is asked for or its tasks run"
+            )
+        self._declare_breaker(name, breaker)
         if quota_parser is not None:
             if not callable(quota_parser):
                 raise ConfigurationError(f"quota_parser must be callable, got {quota_parser!r}")
@@ -223,57 +280,94 @@ class ResilienceManager:
         return budget
 
     def breaker(self, resource: str) -> FleetBreaker:
-        """The fleet breaker of a declared resource."""
-        if resource not in self._breakers:
+        """The fleet breaker of a declared resource (one instance per resource and manager).
+
+        Its policy is fixed from then on: declare the resource's tasks (import their modules)
+        before asking for it.
+        """
+        existing = self._breakers.get(resource)
+        if existing is not None:
+            return existing
+        if resource not in self._policies:
             raise ConfigurationError(
-                f"unknown resource {resource!r}; known: {sorted(self._breakers)}"
+                f"unknown resource {resource!r}; known: {sorted(self._policies)} (import the "
+                f"modules that declare tasks before asking for a breaker)"
             )
-        return self._breakers[resource]
+        policy = self._policies[resource] or BreakerPolicy()
+        spec = self.resources.get(resource)
+        breaker = FleetBreaker(
+            resource,
+            policy,
+            RedisFleetStorage(self.redis, resource, self.keys),
+            not_failures=(*CELERY_CONTROL, *spec.rate_limit_errors),
+        )
+        self._breakers[resource] = breaker
+        return breaker
 
     def _declare_breaker(self, resource: str, policy: BreakerPolicy | None) -> None:
         """One policy per resource; the default holds until a policy is declared."""
-        existing = self._breakers.get(resource)
-        if existing is not None and resource in self._explicit_breakers:
-            if policy != existing.policy:
-                raise ConfigurationError(
-                    f"resource {resource!r} already has breaker {existing.policy.describe()}; "
-                    f"another declaration says {policy.describe() if policy else None}: "
-                    f"declare one policy per resource"
-                )
+        declared = self._policies.get(resource)
+        if policy is None or policy == declared:
+            self._policies.setdefault(resource, None)
             return
-        if policy is not None:
-            self._explicit_breakers.add(resource)
-        self._breakers[resource] = FleetBreaker(
-            resource,
-            policy or BreakerPolicy(),
-            RedisFleetStorage(self.redis, resource, self.keys),
-            not_failures=(*CELERY_CONTROL, *self.resources.get(resource).rate_limit_errors),
+        if declared is not None:
+            raise ConfigurationError(
+                f"resource {resource!r} already has breaker {declared.describe()}; "
+                f"another declaration says {policy.describe()}: declare one policy per resource"
+            )
+        if resource in self._breakers:
+            raise ConfigurationError(
+                f"resource {resource!r} is already in use with the default breaker policy; "
+                f"declare its policy before its breaker is asked for or its tasks run"
+            )
+        self._policies[resource] = policy
+
+    # -- freezing declarations ------------------------------------------------------------------
+
+    def _freeze(self, sender: Any = None, **_: Any) -> None:
+        """The app is finalized: build what every declared task runs with, once."""
+        for name in self._tasks:
+            self.app.tasks[name].runtime  # noqa: B018 (built on first access)
+
+    def _runtime(self, name: str) -> TaskRuntime:
+        declaration = self._tasks[name]
+        return TaskRuntime(
+            team=self.team,
+            resource=declaration.resource,
+            guard=self._guard(declaration),
+            deferred=self.deferred,
+            dead_letters=self.dead_letters,
+            keys=self.keys,
+            max_defer_age=declaration.max_defer_age,
+            interactive=declaration.interactive,
         )
 
-    def _guard(self, resource: str, retry: RetryPolicy | None) -> TaskGuard:
-        delivery_ttl = int(max(3600.0, self.visibility_timeout * (self.max_deliveries + 2)))
+    def _guard(self, declaration: _TaskDeclaration) -> TaskGuard:
+        resource = declaration.resource
         spec = self.resources.get(resource)
+        budgets = self.resources.budgets(resource)
+        rate_limit, pricing, rate_limit_errors = (
+            spec.rate_limit,
+            spec.pricing,
+            spec.rate_limit_errors,
+        )
         gates = (
-            CooldownGate(resource, self.keys),
-            BudgetGate(self.team, resource, self.keys, lambda: self.resources.budgets(resource)),
-            RateLimitGate(
-                self.team, resource, self.keys, self.limiter, lambda: spec.rate_limit, self.redis
-            ),
+            CooldownGate(self._cooldowns, resource),
+            BudgetGate(self.ledger, resource, lambda: budgets),
+            RateLimitGate(self.limiter, resource, lambda: rate_limit),
         )
         reporter = QuotaReporter(
-            self.team,
             resource,
-            self.redis,
-            self.keys,
             self.ledger,
             self.quotas,
-            pricing=lambda: spec.pricing,
-            rate_limit_errors=lambda: spec.rate_limit_errors,
+            self._cooldowns,
+            pricing=lambda: pricing,
+            rate_limit_errors=lambda: rate_limit_errors,
         )
         return TaskGuard(
-            breaker=lambda: self._breakers[resource],
-            retry=retry or RetryPolicy.none(),
-            settings=GuardSettings(max_deliveries=self.max_deliveries, delivery_ttl=delivery_ttl),
+            breaker=self.breaker(resource),
+            retry=declaration.retry,
+            settings=self._guard_settings,
             gates=gates,
             reporter=reporter,
             not_retryable=CELERY_CONTROL,
@@ -282,14 +376,29 @@ class ResilienceManager:
     # -- the deferred pump ---------------------------------------------------------------------
 
     def pump(self, max_seconds: float = 0.9) -> PumpReport:
-        """Publish every due deferred task (what the beat-scheduled pump task runs)."""
+        """Publish every deferred task that may run now (what the beat-scheduled pump task and
+        each worker's pump thread run)."""
         return self._pump.drain(max_seconds)
+
+    def _parking_spots(self) -> list[ParkingSpot]:
+        """Where work parked on each declared resource's breaker waits, and its pace."""
+        spots = []
+        for resource, policy in self._policies.items():
+            policy = policy or BreakerPolicy()
+            spots.append(
+                self.deferred.parking_spot(resource, policy.reset_timeout, policy.trial_calls)
+            )
+        return spots
 
     def _install_pump(self, queue: str, interval: float) -> Any:
         name = f"resilience_tasks.pump.{self.team}"
 
         def pump_deferred() -> dict[str, int]:
-            return vars(self.pump(max_seconds=max(0.1, interval * 0.9)))
+            try:
+                return vars(self.pump(max_seconds=max(0.1, interval * 0.9)))
+            except STATE_ERRORS as unavailable:  # the next run tries again; one line, no trace
+                logger.warning("deferred pump: state store unavailable (%s)", unavailable)
+                return {}
 
         task = self.app.task(name=name, ignore_result=True, acks_late=False, shared=False)(
             pump_deferred
@@ -308,6 +417,77 @@ class ResilienceManager:
 
     # -- operations ----------------------------------------------------------------------------
 
+    def deferred_count(self) -> int:
+        """Work waiting in the deferred store: due later, parked on a breaker, or published
+        and not yet started by a worker."""
+        return self.deferred.depth(self._policies)
+
+    def release_deferred(self, task_ids: list[str] | None = None) -> int:
+        """Make waiting work (all of it, or ``task_ids``) due now, parked work included: for an
+        operator who knows the dependency is back. Returns how many entries were moved."""
+        return self.deferred.release(task_ids, resources=self._policies)
+
+    def dead_lettered(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters of this team, newest first."""
+        return self.dead_letters.list(limit)
+
+    def dead_letter(self, task_id: str) -> DeadLetter | None:
+        """The dead letter recorded under ``task_id``, if any."""
+        return self.dead_letters.get(task_id)
+
+    def replay_dead_letters(self, task_ids: list[str]) -> list[str]:
+        """Publish dead-lettered work again under its own task id (after fixing what made it
+        fail). Only entries that hold a whole task message can be replayed; returns the ids
+        that were, and removes them from the dead-letter store."""
+        replayed = []
+        for task_id in task_ids:
+            entry = self.dead_letters.get(task_id)
+            if entry is None or not isinstance(entry.message, str | dict):
+                continue
+            raw = entry.message if isinstance(entry.message, str) else json.dumps(entry.message)
+            try:
+                message = DeferredMessage.from_json(raw)
+            except MalformedMessageError:
+                continue
+            publish(self.app, replace(message, attempts=0, failed_trials=0, defer_count=0))
+            self.dead_letters.remove(task_id)
+            replayed.append(task_id)
+        return replayed
+
+    def run_once(
+        self, key: str, fn: Callable[[], T], *, ttl: float = 86_400.0, lease: float = 60.0
+    ) -> T | Any:
+        """Run the side effect ``fn`` once per ``key`` (for ``ttl`` seconds) and replay its
+        stored result to duplicates; see ``IdempotencyStore.run_once``."""
+        return self.idempotency.run_once(key, fn, ttl=ttl, lease=lease)
+
     def check(self) -> None:
-        """Raise ``StateUnavailableError`` with one clear line if the state Redis is unreachable."""
+        """What a worker or beat checks at start-up, each failure in one clear line:
+        ``StateUnavailableError`` if the state Redis is unreachable, ``ConfigurationError`` if
+        another team declared a different breaker policy for a resource this team shares."""
         connection.ensure_reachable(self.redis, self.url)
+        self._check_shared_policies()
+        self._freeze()
+
+    def _check_shared_policies(self) -> None:
+        """One breaker policy per resource across teams: the breaker's state is shared, so two
+        thresholds on one state would each be wrong. A team may change its own policy."""
+        for resource, policy in self._policies.items():
+            if policy is None:
+                continue
+            key = self.keys.breaker_policy(resource)
+            declared = {"team": self.team, "policy": policy.describe()}
+            raw = self.redis.get(key)
+            other = json.loads(raw) if raw else None
+            if (
+                other
+                and other.get("team") != self.team
+                and other.get("policy") != declared["policy"]
+            ):
+                raise ConfigurationError(
+                    f"resource {resource!r} is shared with team {other.get('team')!r}, whose "
+                    f"breaker policy is {other.get('policy')}; team {self.team!r} declares "
+                    f"{declared['policy']}: agree on one policy per resource"
+                )
+            if not other or other.get("team") == self.team:
+                self.redis.set(key, json.dumps(declared, sort_keys=True), ex=POLICY_RECORD_TTL)

@@ -104,7 +104,7 @@ def test_a_body_that_defers_itself_keeps_its_attempts(
 
 def test_too_many_deliveries_dead_letter(redis_client: redis.Redis, prefix: str) -> None:
     protected = guard(redis_client, prefix, RetryPolicy())  # max 2 deliveries
-    redelivery = CallContext(task_id="t", delivery_key=f"{prefix}:deliveries:t")
+    redelivery = CallContext(task_id="t", delivery_key=KeySpace(prefix).deliveries("team", "t"))
     assert protected.run(CallContext(task_id="t"), lambda: 1) == 1  # first delivery: no count
     assert protected.run(redelivery, lambda: 2) == 2
     with pytest.raises(DeadLetteredError, match="delivered 3 times"):
@@ -123,9 +123,9 @@ def test_a_redelivery_is_counted_once_however_many_attempts(
         return "ok"
 
     protected = guard(redis_client, prefix, RetryPolicy.fixed(max_attempts=3, wait=0.0))
-    redelivery = CallContext(task_id="t", delivery_key=f"{prefix}:deliveries:t")
+    redelivery = CallContext(task_id="t", delivery_key=KeySpace(prefix).deliveries("team", "t"))
     assert protected.run(redelivery, flaky) == "ok"
-    assert int(redis_client.get(f"{prefix}:deliveries:t") or 0) == 1
+    assert int(redis_client.get(KeySpace(prefix).deliveries("team", "t")) or 0) == 1
 
 
 def test_failed_trials_are_free_only_up_to_a_bound(redis_client: redis.Redis, prefix: str) -> None:

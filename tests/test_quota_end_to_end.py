@@ -11,8 +11,8 @@ import redis
 from celery import Celery
 
 from resilience_tasks import BreakerPolicy, ResilienceManager, RetryPolicy
+from resilience_tasks.quota.policy import RateLimit
 from resilience_tasks.quota.provider import RateLimitedError
-from resilience_tasks.quota.rate_limit import RateLimit
 from resilience_tasks.quota.report import report_quota, report_usage
 from tests.conftest import REDIS_URL, wait_for
 
@@ -106,9 +106,9 @@ def test_usage_spend_and_quota_are_recorded(
 
     worker()
     assert complete.delay("hello").get(timeout=15) == "HELLO"
-    assert manager.ledger.spent(manager.team) == pytest.approx(0.6)
-    assert manager.ledger.spent(manager.team, resource) == pytest.approx(0.6)
-    assert manager.ledger.units(manager.team, resource) == {"tokens_in": 500.0, "tokens_out": 50.0}
+    assert manager.ledger.spent() == pytest.approx(0.6)
+    assert manager.ledger.spent(resource) == pytest.approx(0.6)
+    assert manager.ledger.units(resource) == {"tokens_in": 500.0, "tokens_out": 50.0}
     assert manager.quotas.get(resource)["remaining_tokens"] == 9000.0
 
 
@@ -148,14 +148,14 @@ def test_a_task_that_waited_on_its_limit_50_times_still_succeeds(
     def patient(self: Any) -> int:
         return int(self.request.headers["resilience"]["defer_count"])
 
-    assert manager.limiter.acquire(limit, (resource,)).allowed  # someone took the only unit
+    assert manager.limiter.acquire(limit, resource).allowed  # someone took the only unit
     worker(concurrency=1)
     result = patient.delay()
     for waits in range(1, 51):
         wait_for(lambda w=waits: result.state == "DEFERRED" and result.info["defer_count"] >= w)
         assert "rate limit 1 per 1 minute" in result.info["reason"]
         manager.release_deferred()  # come back now rather than in a minute: refused again
-    manager.limiter.clear(limit, (resource,))  # the window frees
+    manager.limiter.clear(limit, resource)  # the window frees
     manager.release_deferred()
     assert result.get(timeout=20) >= 50  # it ran, once, with its single attempt intact
 

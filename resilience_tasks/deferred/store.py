@@ -55,7 +55,7 @@ class DeferredStore:
         self.due_key = keys.deferred_due(team)
         self.messages_key = keys.deferred_messages(team)
         self.claims_key = keys.deferred_claims(team)
-        self.publish_failures_key = f"{self.messages_key}:publish-failures"
+        self.publish_failures_key = keys.deferred_publish_failures(team)
         self._defer = client.register_script(scripts.DEFER)
         self._park = client.register_script(scripts.PARK)
         self._claim = client.register_script(scripts.CLAIM_DUE)
@@ -69,10 +69,10 @@ class DeferredStore:
 
     def parked_key(self, resource: str) -> str:
         """The set of work parked on ``resource``'s breaker (shares the store's hash tag)."""
-        return f"{self.due_key}:parked:{resource}"
+        return self._keys.deferred_parked(self._team, resource)
 
     def _expiry_key(self, resource: str) -> str:
-        return f"{self.parked_key(resource)}:expiry"
+        return self._keys.deferred_parked_expiry(self._team, resource)
 
     def parking_spot(self, resource: str, reset_timeout: float, trial_calls: int) -> ParkingSpot:
         """Where work parked on ``resource``'s breaker waits, for the pump."""
@@ -82,7 +82,7 @@ class DeferredStore:
             expiry_key=self._expiry_key(resource),
             breaker_key=self._keys.breaker(resource),
             leases_key=self._keys.trial_leases(resource),
-            marker_key=f"{self.parked_key(resource)}:released",
+            marker_key=self._keys.deferred_parked_released(self._team, resource),
             reset_timeout=reset_timeout,
             trial_calls=trial_calls,
         )
