@@ -39,7 +39,7 @@ def settle() -> None:
 def ours(
     apps: ModuleType, db: BenchDatabase, sup: Supervisor, args: argparse.Namespace
 ) -> dict[str, Any]:
-    store = apps.manager.deferred
+    store = apps.manager.deferred  # the bulk writes straight into the store: no public API
     out: dict[str, Any] = {}
     worker = sup.worker("deferral", queues=[apps.DEFERRAL_RESOURCE], ready=apps.app)
     apps.manager.breaker(apps.DEFERRAL_RESOURCE).open()
@@ -48,8 +48,8 @@ def ours(
     before, started = memory(db), time.perf_counter()  # real path: worker, open breaker, store
     with denied_join_result():
         ids = [apps.deferred_work.apply_async((i,)).id for i in range(args.sample)]
-    if not wait_until(lambda: store.depth() >= args.sample, 300):
-        raise RuntimeError(f"only {store.depth()}/{args.sample} tasks were deferred")
+    if not wait_until(lambda: apps.manager.deferred_count() >= args.sample, 300):
+        raise RuntimeError(f"only {apps.manager.deferred_count()}/{args.sample} were deferred")
     out["sample_rate"] = args.sample / (time.perf_counter() - started)
     out["sample_memory"] = per_task(memory(db), before, args.sample)
     settle()
@@ -67,8 +67,8 @@ def ours(
     settle()
     out["rss_after"] = worker.rss()[1]
     worker.stop()  # pump: everything due at once, moved back to the broker by the driver
-    store.release()
-    depth, pumped, started = store.depth(), 0, time.perf_counter()
+    apps.manager.release_deferred()
+    depth, pumped, started = apps.manager.deferred_count(), 0, time.perf_counter()
     with denied_join_result():
         while time.perf_counter() - started < args.pump_seconds:
             drained = apps.manager.pump(max_seconds=1.0)

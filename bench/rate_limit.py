@@ -178,7 +178,7 @@ def waiting(apps: ModuleType, db: BenchDatabase, system: System) -> int:
         acks = sum(int(client.scard(k)) for k in client.scan_iter("dramatiq:__acks__.*"))
         return sum(int(client.llen(k)) for k in keys) + acks
     total = int(client.llen(system.queue)) + int(client.hlen("unacked"))
-    return total + (apps.manager.deferred.depth() if system.ours else 0)
+    return total + (apps.manager.deferred_count() if system.ours else 0)
 
 
 def records(db: BenchDatabase, key: str) -> list[dict[str, Any]]:
