@@ -1,7 +1,7 @@
 """Ask, run, tell: the resilience protocol around one task execution, free of Celery.
 
-For each attempt the guard asks the fleet breaker for admission (one Redis round trip, which
-also counts a redelivered message's deliveries and reads what the gates watch), then the gates
+For each attempt the guard asks for admission (``admission``: one Redis round trip for the
+breaker, a redelivered message's delivery count and what the gates watch), then the gates
 (budget, provider cool-down, rate limit: at most one more round trip), calls the task's
 function, and tells the breaker and the quota records how it went.
 
@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from resilience_tasks.breaker import Admission, FleetBreaker
+from resilience_tasks.admission import Admitter
+from resilience_tasks.breaker import Admission
 from resilience_tasks.caller_errors import raised_at_call_boundary
 from resilience_tasks.errors import (
     STATE_ERRORS,
@@ -55,16 +56,16 @@ class CallContext:
     """What the guard needs to know about one delivery of a task message.
 
     ``attempts_used``, ``first_attempt_at`` and ``failed_trials`` carry the retry budget across
-    deliveries (they travel in the message when it is deferred); ``delivery_key`` is the Redis
-    key counting this message's redeliveries, given only when the broker marks the message
-    redelivered (a worker died or lost it), so a healthy first delivery writes no counter.
+    deliveries (they travel in the message when it is deferred); ``redelivered`` says the broker
+    delivers this message again (a worker died or lost it): only then is the delivery counted,
+    so a healthy first delivery writes no counter.
     """
 
     task_id: str | None = None
     attempts_used: int = 0
     first_attempt_at: float | None = None
     failed_trials: int = 0
-    delivery_key: str | None = None
+    redelivered: bool = False
     call: Call = field(default_factory=Call)
 
 
@@ -74,8 +75,6 @@ class GuardSettings:
     as attempts. ``state_wait``: seconds to keep retrying the state store before giving the
     message back to the broker."""
 
-    max_deliveries: int = 5
-    delivery_ttl: int = 3600
     defer_jitter: float = 0.1
     free_trials: int = 1
     state_wait: float = 5.0
@@ -87,7 +86,7 @@ class _Run:
 
     context: CallContext
     failed_trials: int
-    delivery_key: str | None
+    redelivered: str | None  # the task id, until its delivery has been counted once
     caller_error: BaseException | None = None
 
 
@@ -96,7 +95,7 @@ class TaskGuard:
 
     def __init__(
         self,
-        breaker: FleetBreaker,
+        admitter: Admitter,
         retry: RetryPolicy,
         settings: GuardSettings,
         gates: Sequence[Gate] = (),
@@ -104,7 +103,8 @@ class TaskGuard:
         not_retryable: tuple[type[BaseException], ...] = (),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.breaker = breaker
+        self.admitter = admitter
+        self.breaker = admitter.breaker
         self.retry = retry
         self.settings = settings
         self.gates = tuple(gates)
@@ -127,7 +127,8 @@ class TaskGuard:
         store cannot be reached, ``DeadLetteredError`` when the message keeps failing its
         workers, or the call's own error when the retry policy gives up.
         """
-        run = _Run(context, context.failed_trials, context.delivery_key)
+        redelivered = context.task_id if context.redelivered else None
+        run = _Run(context, context.failed_trials, redelivered)
         out_of_attempts = self._out_of_attempts(context)
         retrying = tenacity.Retrying(
             stop=out_of_attempts | tenacity.stop_before_delay(self.retry.in_process_budget),
@@ -225,20 +226,17 @@ class TaskGuard:
         raise AssertionError("unreachable: tenacity either returned or raised")
 
     def _admit_and_check(self, run: _Run, call: Call) -> Admission:
-        breaker = self.breaker
         watch = tuple(key for gate in self.gates for key in gate.watch(call))
-        admission = breaker.admit(run.delivery_key, self.settings.delivery_ttl, watch)
-        if run.delivery_key is not None:
-            run.delivery_key = None  # a redelivery is counted once, however many attempts
-            self._check_deliveries(admission.deliveries)
+        clearance = self.admitter.admit(run.redelivered, watch)
+        run.redelivered = None  # a redelivery is counted once, however many attempts
+        admission = clearance.admission
         if not admission.allowed:
-            raise BreakerOpenError(breaker.resource, admission.retry_after, admission.state)
-        watched = dict(zip(watch, admission.watched, strict=True))
+            raise BreakerOpenError(self.breaker.resource, admission.retry_after, admission.state)
         try:
             for gate in self.gates:
-                gate.check(call, watched)
+                gate.check(call, clearance.watched)
         except BaseException:
-            self._quietly("release a trial", breaker.release, admission)
+            self._quietly("release a trial", self.breaker.release, admission)
             raise
         return admission
 
@@ -275,14 +273,6 @@ class TaskGuard:
             write(*args)
         except STATE_ERRORS as exc:
             logger.warning("%s: could not %s (state store unavailable: %s)", self, what, exc)
-
-    def _check_deliveries(self, redeliveries: int) -> None:
-        deliveries = redeliveries + 1  # the first delivery is never counted
-        if deliveries > self.settings.max_deliveries:
-            raise DeadLetteredError(
-                f"delivered {deliveries} times without finishing (max_deliveries="
-                f"{self.settings.max_deliveries}): it keeps killing or losing its worker"
-            )
 
     def _jittered(self, delay: float) -> float:
         return delay + random.uniform(0, min(1.0, delay * self.settings.defer_jitter))

@@ -21,6 +21,7 @@ from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.utils.imports import gen_task_name
 
 from resilience_tasks.adapter import install, poison
+from resilience_tasks.admission import Admitter, Deliveries
 from resilience_tasks.adapter.options import check_task_options
 from resilience_tasks.adapter.task import (
     PUBLISH_TRANSIENT_ERRORS,
@@ -138,10 +139,12 @@ class ResilienceManager:
         self._tasks: dict[str, _TaskDeclaration] = {}
         self._policies: dict[str, BreakerPolicy | None] = {}
         self._breakers: dict[str, FleetBreaker] = {}
-        self._guard_settings = GuardSettings(
+        self._guard_settings = GuardSettings(free_trials=free_trials)
+        self._deliveries = Deliveries(
+            self.keys,
+            team,
             max_deliveries=max_deliveries,
-            delivery_ttl=int(max(3600.0, visibility_timeout * (max_deliveries + 2))),
-            free_trials=free_trials,
+            ttl=int(max(3600.0, visibility_timeout * (max_deliveries + 2))),
         )
         self.resources = Resources()
         self.limiter = FleetRateLimiter(self.redis, team, self.keys)
@@ -365,7 +368,7 @@ class ResilienceManager:
             rate_limit_errors=lambda: rate_limit_errors,
         )
         return TaskGuard(
-            breaker=self.breaker(resource),
+            Admitter(self.breaker(resource), self._deliveries),
             retry=declaration.retry,
             settings=self._guard_settings,
             gates=gates,

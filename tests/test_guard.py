@@ -12,6 +12,7 @@ from resilience_tasks import (
     RetryPolicy,
     StateUnavailableError,
 )
+from resilience_tasks.admission import Admitter, Deliveries
 from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
 from resilience_tasks.gate import Call
 from resilience_tasks.guard import CallContext, GuardSettings, TaskGuard
@@ -31,9 +32,8 @@ def guard(
         BreakerPolicy(fail_max=fail_max, reset_timeout=5),
         RedisFleetStorage(client, "dep", KeySpace(prefix)),
     )
-    return TaskGuard(
-        fleet, retry, settings or GuardSettings(max_deliveries=2), sleep=lambda _: None
-    )
+    admitter = Admitter(fleet, Deliveries(KeySpace(prefix), "team", max_deliveries=2))
+    return TaskGuard(admitter, retry, settings or GuardSettings(), sleep=lambda _: None)
 
 
 def test_retries_within_the_budget_then_succeeds(redis_client: redis.Redis, prefix: str) -> None:
@@ -104,7 +104,7 @@ def test_a_body_that_defers_itself_keeps_its_attempts(
 
 def test_too_many_deliveries_dead_letter(redis_client: redis.Redis, prefix: str) -> None:
     protected = guard(redis_client, prefix, RetryPolicy())  # max 2 deliveries
-    redelivery = CallContext(task_id="t", delivery_key=KeySpace(prefix).deliveries("team", "t"))
+    redelivery = CallContext(task_id="t", redelivered=True)
     assert protected.run(CallContext(task_id="t"), lambda: 1) == 1  # first delivery: no count
     assert protected.run(redelivery, lambda: 2) == 2
     with pytest.raises(DeadLetteredError, match="delivered 3 times"):
@@ -123,7 +123,7 @@ def test_a_redelivery_is_counted_once_however_many_attempts(
         return "ok"
 
     protected = guard(redis_client, prefix, RetryPolicy.fixed(max_attempts=3, wait=0.0))
-    redelivery = CallContext(task_id="t", delivery_key=KeySpace(prefix).deliveries("team", "t"))
+    redelivery = CallContext(task_id="t", redelivered=True)
     assert protected.run(redelivery, flaky) == "ok"
     assert int(redis_client.get(KeySpace(prefix).deliveries("team", "t")) or 0) == 1
 

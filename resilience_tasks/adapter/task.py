@@ -82,9 +82,7 @@ class ResilientTask(Task):  # type: ignore[misc]
             attempts_used=_int(book.get("attempts")),
             first_attempt_at=_float(book.get("first_attempt_at")) or time.time(),
             failed_trials=_int(book.get("failed_trials")),
-            delivery_key=(
-                runtime.keys.deliveries(runtime.team, request.id) if _redelivered(request) else None
-            ),
+            redelivered=_redelivered(request),
             call=Call(args, kwargs, bool(book.get("interactive", runtime.interactive))),
         )
         if _int(book.get("defer_count")):  # published by the pump: its entry is done

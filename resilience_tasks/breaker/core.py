@@ -63,6 +63,11 @@ class BreakerCore(pybreaker.CircuitBreaker):
         self._never_failures = (*NEVER_FAILURES, *not_failures)
         self._ready = True
 
+    @property
+    def storage(self) -> RedisFleetStorage:
+        """The breaker's shared state in Redis."""
+        return self._storage
+
     # -- what counts -------------------------------------------------------------------------
 
     @property
@@ -83,20 +88,20 @@ class BreakerCore(pybreaker.CircuitBreaker):
 
     # -- ask, then tell ----------------------------------------------------------------------
 
-    def admit(
-        self,
-        delivery_key: str | None = None,
-        delivery_ttl: int = 0,
-        watch: tuple[str, ...] = (),
-    ) -> Admission:
-        """Ask whether a call may go to the dependency now (one round trip).
+    def admit(self) -> Admission:
+        """Ask whether a call may go to the dependency now (one round trip)."""
+        return self.accept(self._storage.admit(self.policy, uuid.uuid4().hex))
 
-        ``delivery_key`` lets the caller count a message's deliveries, and ``watch`` names keys
-        whose values the other admission checks need, in the same round trip.
-        """
-        admission = self._storage.admit(
-            self.policy, uuid.uuid4().hex, delivery_key, delivery_ttl, watch
-        )
+    def admission_request(self) -> tuple[list[str], list[Any], str]:
+        """KEYS, ARGV and token of this breaker's admission, for a script that composes it with
+        more work in the same round trip (``scripts.ADMIT_FUNCTION``); hand its answer to
+        ``accept``."""
+        token = uuid.uuid4().hex
+        keys, args = self._storage.admit_request(self.policy, token)
+        return list(keys), list(args), token
+
+    def accept(self, admission: Admission) -> Admission:
+        """Take note of an admission made by a script: tell listeners of its transition."""
         if admission.transition:
             self._notify(*admission.transition)
         return admission

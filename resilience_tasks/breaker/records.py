@@ -45,10 +45,8 @@ class Admission:
     state: str
     failures: int
     retry_after: float
-    deliveries: int
     token: str
     transition: tuple[str, str] | None = None
-    watched: tuple[bytes | None, ...] = ()
     verdict: Verdict | None = None
 
     @property
@@ -68,8 +66,8 @@ def transition(old: Any, new: Any) -> tuple[str, str] | None:
 
 
 def admission(reply: list[Any], token: str) -> Admission:
-    """Parse the ``ADMIT`` script's reply."""
-    decision, state, failures, wait, deliveries, moved, watched = reply
+    """Parse the reply of ``breaker_admit`` (the first five fields of an admission script)."""
+    decision, state, failures, wait, moved = reply[:5]
     moved_text = text(moved)
     return Admission(
         allowed=int(decision) > 0,
@@ -77,10 +75,8 @@ def admission(reply: list[Any], token: str) -> Admission:
         state=text(state),
         failures=int(failures),
         retry_after=float(text(wait)),
-        deliveries=int(deliveries),
         token=token,
         transition=transition(*moved_text.split(">")) if moved_text else None,
-        watched=tuple(value or None for value in watched),
     )
 
 

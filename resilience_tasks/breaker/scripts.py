@@ -72,28 +72,18 @@ local function breaker_admit(breaker_key, leases_key, window_key, reset_timeout,
 end
 """
 
-# KEYS: breaker, trial leases, call window, [delivery counter when ARGV[6] > 0], watched keys...
-# ARGV: reset_timeout, trial_calls, trial_lease, window (0 = off), token, delivery_ttl (0 = no
-#       delivery counter in KEYS)
-# Returns {decision, state, failures, wait, deliveries, transition, {watched values}}
-# The watched keys (today's spend, a provider cool-down...) ride along so the other admission
-# checks cost no round trip of their own.
+# KEYS: breaker, trial leases, call window
+# ARGV: reset_timeout, trial_calls, trial_lease, window (0 = off), token
+# Returns {decision, state, failures, wait, transition}
+# A task's admission adds its delivery count and the gates' values to this in one script of
+# its own (``resilience_tasks.admission``).
 ADMIT = (
     CLOCK
     + ADMIT_FUNCTION
     + """
-local first_watched = 4
-local deliveries = 0
-if tonumber(ARGV[6]) > 0 then
-  deliveries = redis.call('INCR', KEYS[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[6])
-  first_watched = 5
-end
-local watched = {}
-for i = first_watched, #KEYS do watched[#watched + 1] = redis.call('GET', KEYS[i]) or '' end
 local decision, state, failures, wait, transition = breaker_admit(
   KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-return {decision, state, failures, wait, deliveries, transition, watched}
+return {decision, state, failures, wait, transition}
 """
 )
 

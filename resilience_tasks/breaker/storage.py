@@ -73,25 +73,16 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
 
     # -- each script's KEYS and ARGV, shared with the asyncio path -----------------------------
 
-    def admit_request(
-        self,
-        policy: BreakerPolicy,
-        token: str,
-        delivery_key: str | None = None,
-        delivery_ttl: int = 0,
-        watch: tuple[str, ...] = (),
-    ) -> Request:
-        counted = delivery_key is not None and delivery_ttl > 0
-        keys = [*self.keys_all[:3], *([delivery_key] if counted else []), *watch]
+    def admit_request(self, policy: BreakerPolicy, token: str) -> Request:
+        """KEYS and ARGV of the breaker's admission (``scripts.ADMIT_FUNCTION``'s arguments)."""
         args: list[Any] = [
             policy.reset_timeout,
             policy.trial_calls,
             policy.trial_lease,
             policy.rate_window,
             token,
-            delivery_ttl if counted else 0,
         ]
-        return keys, args  # type: ignore[return-value]
+        return self.keys_all[:3], args
 
     def failure_request(self, policy: BreakerPolicy, token: str) -> Request:
         args: list[Any] = [
@@ -109,15 +100,8 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
 
     # -- atomic operations used by FleetBreaker ------------------------------------------------
 
-    def admit(
-        self,
-        policy: BreakerPolicy,
-        token: str,
-        delivery_key: str | None = None,
-        delivery_ttl: int = 0,
-        watch: tuple[str, ...] = (),
-    ) -> Admission:
-        keys, args = self.admit_request(policy, token, delivery_key, delivery_ttl, watch)
+    def admit(self, policy: BreakerPolicy, token: str) -> Admission:
+        keys, args = self.admit_request(policy, token)
         return records.admission(self._admit(keys, args), token)
 
     def release_trial(self, token: str) -> None:

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 import redis
 
-from resilience_tasks import BreakerOpenError, BreakerPolicy
-from resilience_tasks.breaker import Admission, FleetBreaker, RedisFleetStorage, scripts
-from resilience_tasks.state.keys import KeySpace
+from resilience_tasks import BreakerOpenError
+from resilience_tasks.breaker import Admission, FleetBreaker, scripts
 from resilience_tasks.state.lua import CLOCK
 from tests.breaker.support import Recorder, age, expire_leases, fail, make, ok
 from tests.conftest import REDIS_URL
@@ -161,29 +160,6 @@ def test_works_with_a_decoding_client(prefix: str) -> None:
     assert breaker._state_storage.opened_at is not None
     breaker.fail_max = 3
     assert breaker.fail_max == 3
-
-
-def test_every_key_of_the_admission_is_in_the_keyspace(prefix: str) -> None:
-    """No placeholder key (it would hash to another Cluster slot): optional keys are flagged."""
-    storage = RedisFleetStorage(redis.Redis.from_url(REDIS_URL), "dep", KeySpace(prefix))
-    space = KeySpace(prefix)
-    for delivery in (None, space.deliveries("team", "task-1")):
-        keys, args = storage.admit_request(BreakerPolicy(), "token", delivery, 60)
-        assert all(key.startswith("{" + prefix + "}") for key in keys), keys
-        assert args[5] == (60 if delivery else 0)
-
-
-def test_deliveries_and_watched_keys_ride_along(redis_client: redis.Redis, prefix: str) -> None:
-    breaker = make(redis_client, prefix)
-    space = KeySpace(prefix)
-    watched = space.cooldown("dep")
-    redis_client.set(watched, "42")
-    counter = space.deliveries("team", "task-1")
-    first = breaker.admit(counter, 60, (watched,))
-    second = breaker.admit(counter, 60, (watched,))
-    assert (first.deliveries, second.deliveries) == (1, 2)
-    assert second.watched == (b"42",)
-    assert breaker.admit(None, 0, (watched,)).watched == (b"42",)
 
 
 def test_the_admission_function_composes_with_other_scripts(

@@ -17,6 +17,7 @@ import redis
 from celery import Celery
 
 from resilience_tasks import ResilienceManager, report_usage
+from resilience_tasks.admission import Admitter, Deliveries
 from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
 from resilience_tasks.deferred import DeadLetterStore, DeferredMessage, DeferredStore
 from resilience_tasks.errors import BreakerOpenError, Defer
@@ -109,10 +110,12 @@ def test_one_admission_reads_every_gates_keys_and_counts_a_delivery(
         BudgetGate(ledger, "llm", lambda: (Budget("$5/day"), None)),
     )
     watch = (*(key for gate in gates for key in gate.watch(Call())), limiter.waiting_key("llm"))
-    first = fleet.admit(keys.deliveries(TEAM, "t1"), 3600, watch)
-    again = fleet.admit(keys.deliveries(TEAM, "t1"), 3600, watch)
-    assert first.allowed and again.deliveries == first.deliveries + 1 == 2
-    watched = dict(zip(watch, again.watched, strict=True))
+    admitter = Admitter(fleet, Deliveries(keys, TEAM, max_deliveries=5, ttl=3600))
+    first = admitter.admit("t1", watch)
+    again = admitter.admit("t1", watch)
+    assert first.admission.allowed and again.admission.allowed
+    assert client.get(keys.deliveries(TEAM, "t1")) == b"2"
+    watched = again.watched
     assert float(watched[ledger.spend_key()] or 0) == pytest.approx(10.0)
     assert limiter.waiting_for(watched[limiter.waiting_key("llm")]) > 5
     with pytest.raises(Defer, match="429"):
