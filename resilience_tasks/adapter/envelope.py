@@ -75,13 +75,21 @@ def check(payload: Any, decode_body: Callable[[Any, Any], Any]) -> None:
             raise Unreadable(f"body cannot be decoded as {encoding!r}: {exc}") from None
 
 
-def quarantine(text: str, reason: str, queue: str) -> dict[str, Any]:
-    """A well-formed envelope carrying ``text`` (the original item) and ``reason``."""
+def quarantine(text: str, reason: str, queue: str, payload: Any = None) -> dict[str, Any]:
+    """A well-formed envelope carrying ``text`` (the original item) and ``reason``.
+
+    The original's headers are kept when they are an object, so its task id (if any) can
+    still be read: the dead letter is recorded under it and the caller's result is failed.
+    """
+    original = payload.get("headers") if isinstance(payload, dict) else None
+    headers = dict(original) if isinstance(original, dict) else {}
+    headers.pop("compression", None)  # kombu would try to decompress the empty body
+    headers.update({QUARANTINE: reason, ORIGINAL: text})
     return {
         "body": "",
         "content-type": QUARANTINE_TYPE,
         "content-encoding": "utf-8",
-        "headers": {QUARANTINE: reason, ORIGINAL: text},
+        "headers": headers,
         "properties": {
             "delivery_tag": str(uuid.uuid4()),
             "delivery_info": {"exchange": "", "routing_key": queue},
@@ -104,12 +112,12 @@ def screen(item: bytes | str, queue: str, decode_body: Callable[[Any, Any], Any]
     try:
         check(payload, decode_body)
     except Unreadable as exc:
-        return _quarantined(text, f"malformed envelope: {exc}", queue)
+        return _quarantined(text, f"malformed envelope: {exc}", queue, payload)
     return item
 
 
-def _quarantined(text: str, reason: str, queue: str) -> str:
-    return str(dumps(quarantine(text, reason, queue)))
+def _quarantined(text: str, reason: str, queue: str, payload: Any = None) -> str:
+    return str(dumps(quarantine(text, reason, queue, payload)))
 
 
 def queue_of(dest: bytes | str, sep: str) -> str:

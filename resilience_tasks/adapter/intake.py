@@ -41,9 +41,12 @@ Handler = Callable[[Any], Any]
 
 
 def _bad_time(headers: dict[str, Any], field: str) -> str | None:
+    """``eta``/``expires`` travel as ISO 8601 text; Celery fails on anything else but None."""
     value = headers.get(field)
     if value is None:
         return None
+    if not isinstance(value, str) or not value:
+        return f"header {field!r} is {value!r}, not an ISO 8601 date"
     try:
         maybe_iso8601(value)
     except Exception as exc:

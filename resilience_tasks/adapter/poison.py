@@ -77,11 +77,12 @@ def message_record(message: Any, body: Any = None) -> dict[str, Any]:
 def readable_id(message: Any) -> str | None:
     """The message's task id if it has one we can use as a key (a non-empty string)."""
     headers = getattr(message, "headers", None)
-    if isinstance(headers, dict) and ORIGINAL not in headers:
+    if isinstance(headers, dict):
         value = headers.get("id")
         if isinstance(value, str) and value:
             return value
-        if "task" not in headers:  # protocol 1: the id is in the (already decoded) body
+        # protocol 1: the id is in the body (already decoded by the checks)
+        if "task" not in headers and ORIGINAL not in headers:
             payload = getattr(message, "_decoded_cache", None)
             value = payload.get("id") if isinstance(payload, dict) else None
             if isinstance(value, str) and value:

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis
-
 from resilience_tasks.policies import _validate as check
+from resilience_tasks.state.connection import StateClient
 from resilience_tasks.state.keys import KeySpace
 from resilience_tasks.state.lua import with_clock
 
@@ -68,15 +67,28 @@ return {at, removed}
 # KEYS: entries hash, index zset. ARGV: max_age, max_entries, batch.
 TRIM = with_clock(_TRIM + "\nreturn removed\n")
 
-# KEYS: entries hash, index zset. ARGV: id. Returns {record, score} or nil, and removes it.
-TAKE = """
+# KEYS: entries hash, index zset. ARGV: id. Returns {record, score} or nil.
+_READ = """
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 local at = redis.call('ZSCORE', KEYS[2], ARGV[1])
+"""
+READ = (
+    _READ
+    + """
+if not record then return nil end
+return {record, at or false}
+"""
+)
+# The same, removing the entry: of two callers, one gets it.
+TAKE = (
+    _READ
+    + """
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if not record then return nil end
-return {record, at or '0'}
+return {record, at or false}
 """
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,7 @@ class DeadLetterStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: StateClient,
         team: str,
         keys: KeySpace | None = None,
         *,
@@ -124,6 +136,7 @@ class DeadLetterStore:
         self._add = client.register_script(ADD)
         self._trim = client.register_script(TRIM)
         self._take = client.register_script(TAKE)
+        self._read = client.register_script(READ)
 
     @property
     def _keys(self) -> list[str]:
@@ -157,11 +170,8 @@ class DeadLetterStore:
         return int(cast(int, self._trim(keys=self._keys, args=self._limits())))
 
     def get(self, task_id: str) -> DeadLetter | None:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hget(self.entries_key, task_id)
-        pipe.zscore(self.index_key, task_id)
-        raw, at = pipe.execute()
-        return _entry(raw, at) if raw is not None else None
+        found = cast(list[bytes] | None, self._read(keys=self._keys, args=[task_id]))
+        return _entry(found[0], found[1]) if found else None
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         """The newest ``limit`` dead letters, newest first."""
@@ -185,10 +195,7 @@ class DeadLetterStore:
         return int(self._client.zcard(self.index_key))
 
     def remove(self, task_id: str) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hdel(self.entries_key, task_id)
-        pipe.zrem(self.index_key, task_id)
-        pipe.execute()
+        self._take(keys=self._keys, args=[task_id])
 
     def _entries(self, pairs: Sequence[tuple[bytes, float]]) -> builtins.list[DeadLetter]:
         if not pairs:

@@ -66,13 +66,14 @@ def test_raw_garbage_is_dead_lettered_and_the_worker_goes_on(
 def test_an_envelope_whose_body_is_not_base64_is_dead_lettered(
     poison_worker: PoisonWorker, redis_client: redis.Redis
 ) -> None:
-    marker = uuid.uuid4().hex
-    item = task_envelope(poison_worker.queue, TASK, marker)
-    item["body"] = "!!! not base64 " + marker + "x"
+    task_id = str(uuid.uuid4())
+    item = task_envelope(poison_worker.queue, TASK, task_id)
+    item["body"] = "!!! not base64 x"
     push(redis_client, poison_worker.queue, item)
-    wait_for(lambda: bool(poison_worker.records_containing(marker)), timeout=60)
-    [entry] = poison_worker.records_containing(marker)
+    entry = dead_lettered(poison_worker, task_id)  # the headers could still be read
     assert "body cannot be decoded" in entry.reason
+    assert entry.message["body"].startswith('{"body": "!!! not base64 x"')
+    caller_sees(poison_worker, task_id, "body cannot be decoded")
     still_serving(poison_worker)
 
 
@@ -88,6 +89,7 @@ def test_an_envelope_whose_body_is_not_base64_is_dead_lettered(
         (task_body(), {"timelimit": [1, 2, 3]}, "timelimit"),
         (task_body(), {"eta": "not a date"}, "'eta'"),
         (task_body(), {"expires": ["x"]}, "'expires'"),
+        (task_body(), {"eta": 0}, "not an ISO 8601 date"),
         (task_body(), {"task": "no.such.task"}, "unknown task 'no.such.task'"),
     ],
 )
