@@ -28,6 +28,9 @@ def still_serving(worker: PoisonWorker) -> None:
     result = worker.module.record.apply_async(args=[1], queue=worker.queue)
     assert result.get(timeout=60) == result.id
     assert worker.process.alive, worker.process.tail()
+    log = worker.process.output()
+    assert "Unrecoverable error" not in log, worker.process.tail(60)
+    assert "Connection to broker lost" not in log, worker.process.tail(60)
 
 
 def dead_lettered(worker: PoisonWorker, task_id: str) -> Any:

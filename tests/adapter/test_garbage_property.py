@@ -197,7 +197,8 @@ def test_every_pushed_message_is_run_or_dead_lettered_once(
         # a good task sent after the batch completes: the consumer is still taking work
         good = poison_worker.module.record.apply_async(args=["after"], queue=queue)
         assert good.get(timeout=60) == good.id
-        ran = [x.decode() for x in redis_client.lrange(poison_worker.ran_key, ran_before, -1)]
+        ran_ids = redis_client.lrange(poison_worker.ran_key, ran_before, -1)
+        ran = [x.decode() if isinstance(x, bytes) else str(x) for x in ran_ids]
         ran.remove(good.id)
         assert len(ran) == len(set(ran)), "a message ran twice"
         assert settled() - 1 == len(items), (
