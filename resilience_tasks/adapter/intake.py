@@ -142,14 +142,14 @@ def guard_handler(handle: Handler, consumer: Any, recorder: Intake) -> Handler:
         return name in strategies
 
     def on_task_received(message: Any) -> Any:
-        reason = refusal(message, known)
-        if reason is None:
-            try:
+        try:
+            reason = refusal(message, known)
+            if reason is None:
                 return handle(message)
-            except connection_errors:
-                raise
-            except Exception as exc:
-                reason = f"cannot turn the message into a task: {type(exc).__name__}: {exc}"
+        except connection_errors:
+            raise
+        except Exception as exc:
+            reason = f"cannot turn the message into a task: {type(exc).__name__}: {exc}"
         settle(message, reason, recorder)
         return None
 
