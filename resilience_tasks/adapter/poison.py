@@ -25,8 +25,8 @@ from typing import Any
 from celery import Celery, signals
 
 from resilience_tasks.adapter.envelope import ORIGINAL, QUARANTINE
+from resilience_tasks.adapter.task import mark_dead_lettered
 from resilience_tasks.deferred import DeadLetterStore
-from resilience_tasks.errors import DeadLetteredError
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Intake:
     def fail_result(self, task_id: str, reason: str) -> None:
         """Mark ``task_id`` failed with ``DeadLetteredError`` so the caller's ``get()`` ends."""
         try:
-            self.app.backend.mark_as_failure(task_id, DeadLetteredError(reason))
+            mark_dead_lettered(self.app, task_id, reason)
         except Exception:  # no backend, or it is down: the record is kept all the same
             logger.warning("could not store the failure of %s", task_id, exc_info=True)
 
