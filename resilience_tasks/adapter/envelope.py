@@ -113,6 +113,11 @@ def screen(item: bytes | str, queue: str, decode_body: Callable[[Any, Any], Any]
         check(payload, decode_body)
     except Unreadable as exc:
         return _quarantined(text, f"malformed envelope: {exc}", queue, payload)
+    if "headers" in payload and payload["headers"] is None:
+        # kombu reads null headers as {}, but cannot restore such an item to its queue
+        # (``_do_restore_message`` sets ``headers['redelivered']``): it would be dropped.
+        payload["headers"] = {}
+        return str(dumps(payload))
     return item
 
 

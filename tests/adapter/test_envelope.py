@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import redis
+from kombu.connection import Connection
 from kombu.message import Message
 from kombu.serialization import prepare_accept_content
 
@@ -16,6 +18,7 @@ from resilience_tasks.adapter import envelope
 from resilience_tasks.adapter.intake import refusal
 from tests.adapter.messages import envelope as make_envelope
 from tests.adapter.messages import task_body, task_headers
+from tests.conftest import REDIS_URL
 
 
 def decode_body(body: Any, encoding: Any) -> Any:
@@ -64,6 +67,30 @@ def test_an_undeliverable_envelope_is_quarantined_with_its_headers(
     envelope.check(out, decode_body)  # the quarantine envelope itself is deliverable
     if isinstance(item.get("headers"), dict):
         assert out["headers"]["id"] == item["headers"]["id"]
+
+
+def test_null_headers_become_empty_so_the_item_can_be_restored() -> None:
+    item = good()
+    item["headers"] = None
+    out = json.loads(envelope.screen(json.dumps(item).encode(), "q", decode_body))
+    assert out == {**item, "headers": {}}
+
+
+def test_a_quarantine_envelope_is_restored_to_its_queue(redis_client: redis.Redis) -> None:
+    """What kombu does with an unacknowledged item when a worker stops before acking it."""
+    queue = f"quarantine-{uuid.uuid4().hex[:8]}"
+    out = json.loads(envelope.screen(b"hello", queue, decode_body))
+    with Connection(REDIS_URL) as connection:  # type: ignore[no-untyped-call]
+        channel = connection.default_channel
+        try:
+            with redis_client.pipeline() as pipe:
+                channel._do_restore_message(out, "", queue, pipe)
+                pipe.execute()
+            restored = cast(bytes | None, redis_client.rpop(queue))
+        finally:
+            redis_client.delete(queue)
+    assert restored is not None
+    assert json.loads(restored)["headers"][envelope.ORIGINAL] == "hello"
 
 
 @pytest.mark.parametrize("raw", [b"", b"hello", b"\xff\xfe", b"[1, 2]", b"null", b"{"])
