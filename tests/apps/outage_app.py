@@ -2,8 +2,8 @@
 
 Configured from the environment by the test that starts it:
 
-* ``OUTAGE_BROKER_URL``: the broker and result backend (a private ``redis-server``);
-* ``OUTAGE_STATE_URL``: the resilience state store, when it is a server of its own;
+* ``OUTAGE_BROKER_URL``, ``OUTAGE_RESULT_URL``, ``OUTAGE_STATE_URL``: the broker, the result
+  backend and the resilience state store (private ``redis-server`` processes, one or several);
 * ``OUTAGE_PREFIX``, ``OUTAGE_TEAM``, ``OUTAGE_RESOURCE``: this test's names;
 * ``OUTAGE_LOG``: a file where every body appends one line when it starts and one when it
   ends. A file, not Redis: a body that runs while Redis is down must still be seen;
@@ -20,14 +20,15 @@ from celery import Celery, current_task
 from resilience_tasks import BreakerPolicy, ResilienceManager, RetryPolicy
 
 BROKER_URL = os.environ["OUTAGE_BROKER_URL"]
-STATE_URL = os.environ.get("OUTAGE_STATE_URL") or None
+RESULT_URL = os.environ["OUTAGE_RESULT_URL"]
+STATE_URL = os.environ["OUTAGE_STATE_URL"]
 LOG = os.environ["OUTAGE_LOG"]
 DEPENDENCY_DOWN = os.environ["OUTAGE_DEPENDENCY_DOWN"]
 RESOURCE = os.environ["OUTAGE_RESOURCE"]
 HEALTHY = f"{RESOURCE}-healthy"
 FLAKY = f"{RESOURCE}-flaky"
 
-app = Celery("outage_app", broker=BROKER_URL, backend=BROKER_URL)
+app = Celery("outage_app", broker=BROKER_URL, backend=RESULT_URL)
 app.conf.update(
     broker_connection_retry_on_startup=True,
     result_expires=3600,

@@ -4,7 +4,9 @@ Each test starts private ``redis-server`` processes (AOF, fsync always), real ``
 (prefork) and ``celery beat`` subprocesses of ``tests/apps/outage_app.py``, sends a few hundred
 healthy tasks and a few dozen on a dependency that is down (its breaker opens and work is
 deferred), stops Redis for a while, starts it again on the same port and data directory,
-heals the dependency, and accounts for every task:
+heals the dependency, and accounts for every task. Three layouts: one server for broker,
+results and state; the state store on a server of its own, down alone; the result backend on
+a server of its own, down alone. Then:
 
 * every task ends in a terminal state that matches what its body did (the bodies append to a
   file, which works while Redis is down): SUCCESS with the right value, or FAILURE with the
@@ -147,22 +149,29 @@ def run_outage(
     servers: list[RedisServer],
     prefix: str,
     unique: str,
-    separate_state: bool,
+    down: str,
     stop: str,
     outage_seconds: float,
+    visibility_timeout: float = 20.0,
 ) -> dict[str, Any]:
+    """``down`` is the role whose server stops: ``all`` (one server for broker, results and
+    state), ``state`` or ``results`` (that role has a server of its own)."""
     broker = new_server(servers)
-    state = new_server(servers) if separate_state else broker
+    own = new_server(servers) if down != "all" else broker
+    results = own if down == "results" else broker
+    state = own if down == "state" else broker
     log_path = tmp_path / "bodies.log"
     dependency_down = tmp_path / "dependency-down"
     dependency_down.touch()
     env = {
         "OUTAGE_BROKER_URL": broker.url(),
-        "OUTAGE_STATE_URL": state.url() if separate_state else "",
+        "OUTAGE_RESULT_URL": results.url(),
+        "OUTAGE_STATE_URL": state.url(),
         "OUTAGE_PREFIX": prefix,
         "OUTAGE_TEAM": f"team-{unique}",
         "OUTAGE_RESOURCE": f"svc-{unique}",
         "OUTAGE_LOG": str(log_path),
+        "OUTAGE_VISIBILITY_TIMEOUT": str(visibility_timeout),
         "OUTAGE_DEPENDENCY_DOWN": str(dependency_down),
         "PYTHONPATH": str(ROOT),
     }
@@ -175,13 +184,13 @@ def run_outage(
         supervisor.beat(f"beat-{unique}")
         fleet = stack.enter_context(Restarter(supervisor))
         report = drive(
-            outage_app, manager, fleet, broker, state if separate_state else broker,
+            outage_app, manager, fleet, results, own,
             stop, outage_seconds, log_path, dependency_down,
         )  # fmt: skip
-    report["mode"] = "separate state store" if separate_state else "one Redis for everything"
+    report["down"] = down
     out = os.environ.get("OUTAGE_REPORT_DIR")
     if out:
-        name = f"{'separate' if separate_state else 'shared'}-{stop}-{int(time.time())}"
+        name = f"{down}-{stop}-{int(time.time())}"
         Path(out).mkdir(parents=True, exist_ok=True)
         output = report.pop("output")
         (Path(out) / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
@@ -193,7 +202,7 @@ def drive(
     outage_app: ModuleType,
     manager: Any,
     fleet: Restarter,
-    broker: RedisServer,
+    backend: RedisServer,
     target: RedisServer,
     stop: str,
     outage_seconds: float,
@@ -205,7 +214,7 @@ def drive(
     sent += [
         Sent(outage_app.work.delay(i, BODY_SECONDS).id, "work", i) for i in range(HEALTHY_TASKS)
     ]
-    results = broker.client()
+    results = backend.client()
     dependent = [s for s in sent if s.kind == "dependent"]
     healthy = [s for s in sent if s.kind == "work"]
 
@@ -322,9 +331,9 @@ def test_one_redis_for_broker_results_and_state_killed_mid_run(
         servers=redis_servers,
         prefix=prefix,
         unique=unique,
-        separate_state=False,
+        down="all",
         stop="kill",
-        outage_seconds=20.0,  # longer than Celery's own ~20 s of retries when storing a result
+        outage_seconds=20.0,
     )
     check(report)
 
@@ -342,8 +351,32 @@ def test_separate_state_redis_stopped_alone_mid_run(
         servers=redis_servers,
         prefix=prefix,
         unique=unique,
-        separate_state=True,
+        down="state",
         stop="stop",
         outage_seconds=15.0,
+    )
+    check(report)
+
+
+def test_work_that_ran_while_the_result_backend_was_down_keeps_its_result(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_servers: list[RedisServer],
+    prefix: str,
+    unique: str,
+) -> None:
+    """Results on a server of their own, killed for longer than Celery's own retries of a
+    result write (about 20 s); the broker stays up, so an unwritten result would be acked and
+    lost for good. A long visibility timeout keeps redeliveries from hiding that."""
+    report = run_outage(
+        tmp_path=tmp_path,
+        monkeypatch=monkeypatch,
+        servers=redis_servers,
+        prefix=prefix,
+        unique=unique,
+        down="results",
+        stop="kill",
+        outage_seconds=25.0,
+        visibility_timeout=300.0,
     )
     check(report)
