@@ -42,13 +42,14 @@ DELIVERY = {
 
 #: Celery settings that let a fleet ride out a Redis outage; the user's own values win.
 OUTAGE: dict[str, Any] = {
-    # A result that cannot be written is retried with exponential backoff instead of the task
-    # being reported lost or FAILURE after its body ran (Celery's default gives up). Each retry
-    # wraps the Redis backend's own ~20 s reconnect loop, so 15 retries with sleeps of up to
-    # 10 s hold a result through about 7 minutes of outage, bounded so a pool process is not
-    # blocked forever. Clients' ``get()`` and ``state`` retry the same way.
+    # A result that cannot be written is retried instead of being lost after the body ran
+    # (Celery's default gives up at once when the backend's GET of the old state fails, and the
+    # message is acknowledged). Sleeps are drawn at random up to 0.2 * 2**n s, capped at 10 s:
+    # 100 retries hold a result through about 8 minutes of outage (longer when a retry waits in
+    # the Redis backend's own reconnect loop), bounded so a pool process is not blocked forever
+    # and well inside the default visibility_timeout. Clients' ``get()`` retries the same way.
     "result_backend_always_retry": True,
-    "result_backend_max_retries": 15,
+    "result_backend_max_retries": 100,
     "result_backend_base_sleep_between_retries_ms": 200,
     "result_backend_max_sleep_between_retries_ms": 10_000,
     # The worker's consumer reconnects to the broker forever (Celery's default gives up after
