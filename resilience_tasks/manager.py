@@ -15,13 +15,11 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
-import redis
 from celery import Celery
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.utils.imports import gen_task_name
 
 from resilience_tasks.adapter import install, poison
-from resilience_tasks.admission import Admitter, Deliveries
 from resilience_tasks.adapter.options import check_task_options
 from resilience_tasks.adapter.task import (
     PUBLISH_TRANSIENT_ERRORS,
@@ -30,6 +28,7 @@ from resilience_tasks.adapter.task import (
     mark_dead_lettered,
     publish,
 )
+from resilience_tasks.admission import Admitter, Deliveries
 from resilience_tasks.breaker import FleetBreaker, RedisFleetStorage
 from resilience_tasks.deferred import (
     DeadLetter,
@@ -42,6 +41,7 @@ from resilience_tasks.deferred import (
     PumpReport,
     PumpSettings,
 )
+from resilience_tasks.deferred.dead_letter import DEFAULT_MAX_AGE, DEFAULT_MAX_ENTRIES
 from resilience_tasks.errors import STATE_ERRORS, ConfigurationError
 from resilience_tasks.guard import GuardSettings, TaskGuard
 from resilience_tasks.idempotency import IdempotencyStore
@@ -72,6 +72,13 @@ CELERY_CONTROL = (Retry, Ignore, Reject, SoftTimeLimitExceeded)
 CONTROL_QUEUE = "resilience.control"
 
 
+#: Why a dead letter cannot be replayed now: it holds no task message, or the broker is away.
+_REPLAY_ERRORS: tuple[type[BaseException], ...] = (
+    MalformedMessageError,
+    *PUBLISH_TRANSIENT_ERRORS,
+)
+
+
 @dataclass(frozen=True)
 class _TaskDeclaration:
     """What ``manager.task`` was told about one task, validated."""
@@ -91,7 +98,10 @@ class ResilienceManager:
     ``max_defer_age`` seconds, or delivered more than ``max_deliveries`` times without
     finishing, goes to the dead-letter store. Deferred work is brought back by the pump: beat
     sends the pump task every ``pump_interval`` seconds, and each worker also runs it every
-    ``worker_pump_interval`` seconds (None: beat only).
+    ``worker_pump_interval`` seconds (None: beat only). A piece of work may fail
+    ``free_trials`` half-open trials before they are charged as attempts. Dead letters are kept
+    ``dead_letter_max_age`` seconds, at most ``dead_letter_max_entries`` per team (None: no
+    limit).
     """
 
     def __init__(
@@ -100,7 +110,7 @@ class ResilienceManager:
         app: Celery,
         *,
         redis_url: str | None = None,
-        redis_client: redis.Redis | None = None,
+        redis_client: connection.StateClient | None = None,
         key_prefix: str = "rt",
         visibility_timeout: float = 900.0,
         max_defer_age: float = 86_400.0,
@@ -109,6 +119,8 @@ class ResilienceManager:
         worker_pump_interval: float | None = 1.0,
         control_queue: str | None = None,
         free_trials: int = 1,
+        dead_letter_max_age: float | None = DEFAULT_MAX_AGE,
+        dead_letter_max_entries: int | None = DEFAULT_MAX_ENTRIES,
     ) -> None:
         if not isinstance(team, str) or not team or ":" in team:
             raise ConfigurationError(f"team must be a non-empty name without ':', got {team!r}")
@@ -134,7 +146,13 @@ class ResilienceManager:
             self.url = connection.resolve(redis_url, app.conf.broker_url)
             self.redis = connection.connect(self.url)
         self.deferred = DeferredStore(self.redis, team, self.keys)
-        self.dead_letters = DeadLetterStore(self.redis, team, self.keys)
+        self.dead_letters = DeadLetterStore(
+            self.redis,
+            team,
+            self.keys,
+            max_age=dead_letter_max_age,
+            max_entries=dead_letter_max_entries,
+        )
         self.idempotency = IdempotencyStore(self.redis, team, self.keys)
         self._tasks: dict[str, _TaskDeclaration] = {}
         self._policies: dict[str, BreakerPolicy | None] = {}
@@ -438,22 +456,25 @@ class ResilienceManager:
         """The dead letter recorded under ``task_id``, if any."""
         return self.dead_letters.get(task_id)
 
-    def replay_dead_letters(self, task_ids: list[str]) -> list[str]:
-        """Publish dead-lettered work again under its own task id (after fixing what made it
-        fail). Only entries that hold a whole task message can be replayed; returns the ids
-        that were, and removes them from the dead-letter store."""
+    def replay_dead_letters(self, task_ids: list[str] | None = None) -> list[str]:
+        """Publish dead-lettered work again under its own task id, once what made it fail is
+        fixed: the named entries, or all of them oldest first. Only entries that hold a whole
+        task message can be replayed (a message a worker could not read is kept for
+        inspection); returns the ids that were, and removes them from the dead-letter store."""
+        ids = task_ids if task_ids is not None else [d.task_id for d in self.dead_letters.oldest()]
         replayed = []
-        for task_id in task_ids:
-            entry = self.dead_letters.get(task_id)
-            if entry is None or not isinstance(entry.message, str | dict):
+        for task_id in ids:
+            entry = self.dead_letters.take(task_id)  # of two operators, one replays it
+            if entry is None:
                 continue
-            raw = entry.message if isinstance(entry.message, str) else json.dumps(entry.message)
             try:
-                message = DeferredMessage.from_json(raw)
-            except MalformedMessageError:
+                message = DeferredMessage.from_json(
+                    entry.message if isinstance(entry.message, str) else json.dumps(entry.message)
+                )
+                publish(self.app, replace(message, attempts=0, failed_trials=0, defer_count=0))
+            except _REPLAY_ERRORS:
+                self.dead_letters.add(task_id, entry.reason, entry.message)
                 continue
-            publish(self.app, replace(message, attempts=0, failed_trials=0, defer_count=0))
-            self.dead_letters.remove(task_id)
             replayed.append(task_id)
         return replayed
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.exceptions import Ignore
+from celery.result import AsyncResult
 
 from resilience_tasks import (
     BreakerPolicy,
@@ -332,3 +333,30 @@ def test_a_direct_call_that_cannot_run_says_why(manager: ResilienceManager, uniq
     manager.breaker(f"svc-{unique}").open()
     with pytest.raises(BreakerOpenError):
         call()
+
+
+def test_an_operator_replays_dead_letters_once_the_cause_is_fixed(
+    app: Celery, prefix: str, worker: Start, unique: str
+) -> None:
+    manager = ResilienceManager(f"team-{unique}", app=app, key_prefix=prefix)
+    resource = f"svc-{unique}"
+
+    @manager.task(resource=resource, breaker=BreakerPolicy(reset_timeout=600), max_defer_age=0.5)
+    def double(x: int) -> int:
+        return 2 * x
+
+    manager.breaker(resource).open()
+    worker()
+    result = double.delay(21)
+    deadline = time.monotonic() + 15
+    while not result.ready() and time.monotonic() < deadline:
+        manager.pump()
+        time.sleep(0.1)
+    with pytest.raises(DeadLetteredError):
+        result.get(timeout=1)
+    manager.breaker(resource).close()  # what made it fail is fixed
+    assert manager.replay_dead_letters() == [result.id]
+    assert manager.replay_dead_letters([result.id]) == []  # replayed once, however often asked
+    wait_for(lambda: AsyncResult(result.id, app=app).state == "SUCCESS")
+    assert AsyncResult(result.id, app=app).get(timeout=5) == 42
+    assert manager.dead_letter(result.id) is None
