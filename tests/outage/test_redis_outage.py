@@ -380,3 +380,55 @@ def test_work_that_ran_while_the_result_backend_was_down_keeps_its_result(
         visibility_timeout=300.0,
     )
     check(report)
+
+
+def test_republished_work_lost_on_its_way_to_a_worker_is_published_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_servers: list[RedisServer],
+    prefix: str,
+    unique: str,
+) -> None:
+    """A thief on the resource's queue takes messages the pump re-published and drops them,
+    as a worker whose main process dies between kombu's BRPOP and its ``unacked`` write would
+    (celery #4354). No ``unacked`` entry brings them back: the deferred store's lease must."""
+    server = new_server(redis_servers)
+    log_path = tmp_path / "bodies.log"
+    dependency_down = tmp_path / "dependency-down"
+    dependency_down.touch()
+    env = {
+        "OUTAGE_BROKER_URL": server.url(),
+        "OUTAGE_RESULT_URL": server.url(),
+        "OUTAGE_STATE_URL": server.url(),
+        "OUTAGE_PREFIX": prefix,
+        "OUTAGE_TEAM": f"team-{unique}",
+        "OUTAGE_RESOURCE": f"svc-{unique}",
+        "OUTAGE_LOG": str(log_path),
+        "OUTAGE_VISIBILITY_TIMEOUT": "10",  # also the lease of published deferred work
+        "PYTHONPATH": str(ROOT),
+        "OUTAGE_DEPENDENCY_DOWN": str(dependency_down),
+    }
+    outage_app = import_app(monkeypatch, env)
+    client = server.client()
+    stolen: list[str] = []
+    with Supervisor("tests.apps.outage_app", env, cwd=ROOT) as supervisor:
+        supervisor.worker(f"outage-a-{unique}", concurrency=2)
+        supervisor.worker(f"outage-b-{unique}", concurrency=2)
+        supervisor.beat(f"beat-{unique}")
+        sent = [Sent(outage_app.dependent.delay(i).id, "dependent", i) for i in range(20)]
+        # every message the client sent has been taken and deferred: what the queue holds from
+        # now on was published by the pump
+        wait_for(lambda: states(client, sent)["DEFERRED"] == len(sent), timeout=120)
+        dependency_down.unlink()
+        deadline = time.monotonic() + 60
+        while len(stolen) < 5 and time.monotonic() < deadline:
+            taken = client.brpop([outage_app.FLAKY], timeout=1)
+            if taken is not None:
+                stolen.append(json.loads(taken[1])["headers"]["id"])
+        assert stolen, "the thief took no message: nothing was tested"
+        print(f"stole {len(stolen)} re-published messages")
+        wait_for(lambda: states(client, sent)["SUCCESS"] == len(sent), timeout=120)
+    log = read_log(log_path)
+    for task_id in stolen:
+        assert log[task_id]["end"] >= 1  # a stolen message's work ran after all
+    assert [m["result"] for m in metas(client, sent) if m] == [s.expected for s in sent]
