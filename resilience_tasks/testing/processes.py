@@ -124,6 +124,11 @@ class CeleryProcess:
                     total += times.children_user + times.children_system
         return total
 
+    def main_cpu_seconds(self) -> float:
+        """User + system CPU of the main process alone (a worker's consumer, its threads)."""
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
     def rss(self) -> tuple[int, int]:
         """(RSS of the main process, RSS of the main process plus its children)."""
         own = total = 0
