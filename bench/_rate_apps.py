@@ -20,8 +20,7 @@ from dramatiq.middleware import CurrentMessage
 from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
-from resilience_tasks import ResilienceManager
-from resilience_tasks.quota.rate_limit import FleetRateLimiter, RateDecision, RateLimit
+from resilience_tasks import RateLimit, ResilienceManager
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 WORK_SECONDS = float(os.environ.get("BENCH_RL_WORK_MS", "10")) / 1000
@@ -64,24 +63,18 @@ manager = ResilienceManager("bench", app=ours_app, key_prefix=PREFIX, pump_inter
 
 
 class _AdmissionClock:
-    """Wraps ``FleetRateLimiter.acquire`` of this process: when the last granting call began
-    and returned, and how many refusals came before it. The task body reads them."""
+    """Wraps the limiter's ``acquire`` in this process: when the last granting call began and
+    returned, and how many refusals came before it. The task body reads them."""
 
-    def __init__(self, limiter: FleetRateLimiter) -> None:
+    def __init__(self, limiter: Any) -> None:
         self._acquire = limiter.acquire
         self.asked = 0.0
         self.answered = 0.0
         self.refused = 0
 
-    def __call__(
-        self,
-        limit: RateLimit,
-        identifiers: tuple[str, ...],
-        cost: int = 1,
-        reserve: bool = True,
-    ) -> RateDecision:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         asked = time.time()  # the window's stamp is taken inside the call (the server's clock)
-        decision = self._acquire(limit, identifiers, cost, reserve)
+        decision = self._acquire(*args, **kwargs)
         if decision.allowed:
             self.asked, self.answered = asked, time.time()
         else:
@@ -94,8 +87,9 @@ class _AdmissionClock:
         return taken
 
 
-_clock = _AdmissionClock(manager.limiter)
-manager.limiter.acquire = _clock
+_limiter = getattr(manager, "limiter", None) or manager._limiter  # internal: timing only
+_clock = _AdmissionClock(_limiter)
+_limiter.acquire = _clock
 
 
 def _deferrals(task: Any) -> int:
