@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from resilience_tasks.deferred.dead_letter import DeadLetterStore
+from resilience_tasks.errors import STATE_ERRORS
 from resilience_tasks.deferred.message import DeferredMessage, MalformedMessageError
 from resilience_tasks.deferred.store import Claimed, DeferredStore, ParkingSpot
 
@@ -163,7 +164,8 @@ class PumpThread:
     """Runs ``pump`` every ``interval`` seconds in a daemon thread until stopped.
 
     What a worker runs beside beat's entry, and what a single-process app (the demo) runs
-    instead of beat. A failing round (Redis or the broker down) is logged and retried.
+    instead of beat. A failing round (Redis or the broker down) is logged and retried; a
+    state-store outage is logged once when it starts and once when it ends.
     """
 
     def __init__(
@@ -175,11 +177,21 @@ class PumpThread:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def _loop(self) -> None:
+        unavailable = False
         while not self._stop.wait(self._interval):
             try:
                 self._pump()
+            except STATE_ERRORS as exc:  # an outage: one line when it starts, one when it ends
+                if not unavailable:
+                    logger.warning("deferred pump: state store unavailable (%s); retrying", exc)
+                unavailable = True
+                continue
             except Exception:
                 logger.warning("deferred pump round failed; retrying", exc_info=True)
+                continue
+            if unavailable:
+                logger.warning("deferred pump: state store is back")
+                unavailable = False
 
     def start(self) -> None:
         self._thread.start()
