@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from resilience_tasks.deferred.dead_letter import DeadLetterStore
-from resilience_tasks.errors import STATE_ERRORS
 from resilience_tasks.deferred.message import DeferredMessage, MalformedMessageError
 from resilience_tasks.deferred.store import Claimed, DeferredStore, ParkingSpot
+from resilience_tasks.errors import STATE_ERRORS
 
 logger = logging.getLogger(__name__)
 
