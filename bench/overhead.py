@@ -6,6 +6,7 @@ Method: bench/README.md. python bench/overhead.py [--quick] [--private-redis] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,10 +48,23 @@ class Phases:
     def _redis_cpu(self) -> float:
         return sum(self.server.cpu_times()[:2]) if self.server else 0.0
 
-    def run(self, kind: str, count: int, totals: Totals | None = None) -> Counter[str]:
+    def run(
+        self,
+        kind: str,
+        count: int,
+        totals: Totals | None = None,
+        recorder: CommandMonitor | None = None,
+    ) -> Counter[str]:
+        """Publish ``count`` tasks, then let the worker drain them (``recorder`` watching)."""
         task, queue = self.apps.OVERHEAD[kind]
         with denied_join_result():  # as a publisher inside a worker: no result subscription
             ids = [getattr(self.apps, task).apply_async().id for _ in range(count)]
+        with recorder or contextlib.nullcontext():
+            polls = self._drain(kind, queue, count, totals)
+        self.unchecked.extend(ids)
+        return polls
+
+    def _drain(self, kind: str, queue: str, count: int, totals: Totals | None) -> Counter[str]:
         self.db.reset_stats()
         cpu, redis_cpu, started = self.worker.cpu_seconds(), self._redis_cpu(), time.perf_counter()
         control = self.apps.app.control
@@ -69,7 +83,6 @@ class Phases:
         cpu, redis_cpu = self.worker.cpu_seconds() - cpu, self._redis_cpu() - redis_cpu
         commands = self.db.command_counts() - polls
         control.cancel_consumer(queue, destination=[self.worker.nodename], reply=True, timeout=10)
-        self.unchecked.extend(ids)
         if totals is not None:
             totals.tasks += count
             totals.seconds += seconds
@@ -87,8 +100,8 @@ class Phases:
         self.unchecked.clear()
 
     def monitored(self, kind: str, count: int) -> MonitorSummary:
-        with CommandMonitor(self.db.url, self.db.db) as monitor:
-            polls = self.run(kind, count)
+        monitor = CommandMonitor(self.db.url, self.db.db)
+        polls = self.run(kind, count, recorder=monitor)
         summary = monitor.summary()
         summary.round_trips.subtract(polls)
         return summary
