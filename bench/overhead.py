@@ -60,11 +60,11 @@ class Phases:
         with denied_join_result():  # as a publisher inside a worker: no result subscription
             ids = [getattr(self.apps, task).apply_async().id for _ in range(count)]
         with recorder or contextlib.nullcontext():
-            polls = self._drain(kind, queue, count, totals)
+            polls = self._drain(queue, count, totals)
         self.unchecked.extend(ids)
         return polls
 
-    def _drain(self, kind: str, queue: str, count: int, totals: Totals | None) -> Counter[str]:
+    def _drain(self, queue: str, count: int, totals: Totals | None) -> Counter[str]:
         self.db.reset_stats()
         cpu, redis_cpu, started = self.worker.cpu_seconds(), self._redis_cpu(), time.perf_counter()
         control = self.apps.app.control
