@@ -37,7 +37,7 @@ RAN_KEY = f"{{{os.environ['TEST_PREFIX']}}}:ran"
 _client = redis.Redis.from_url(REDIS_URL)
 
 
-@app.task(name="poison_app.record", bind=True)  # type: ignore[untyped-decorator]
+@app.task(name="poison_app.record", bind=True, shared=False)  # type: ignore[untyped-decorator]
 def record(self: Any, *args: Any, **kwargs: Any) -> str:
     """Runs whatever it is given; notes its task id so the test can count it."""
     task_id = str(self.request.id)
