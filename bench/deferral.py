@@ -39,7 +39,7 @@ def settle() -> None:
 def ours(
     apps: ModuleType, db: BenchDatabase, sup: Supervisor, args: argparse.Namespace
 ) -> dict[str, Any]:
-    store = apps.manager.deferred  # the bulk writes straight into the store: no public API
+    store = apps.manager._deferred  # the bulk writes straight into the store: no public API
     out: dict[str, Any] = {}
     worker = sup.worker("deferral", queues=[apps.DEFERRAL_RESOURCE], ready=apps.app)
     apps.manager.breaker(apps.DEFERRAL_RESOURCE).open()

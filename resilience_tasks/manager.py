@@ -135,43 +135,43 @@ class ResilienceManager:
             )
         self.team = team
         self.app = app
-        self.keys = KeySpace(key_prefix)
+        self._keys = KeySpace(key_prefix)
         self.max_defer_age = float(max_defer_age)
         self.visibility_timeout = float(visibility_timeout)
         self.max_deliveries = max_deliveries
         if redis_client is not None:
-            self.url: connection.StateURL | str = redis_url or "(injected client)"
-            self.redis: connection.StateClient = redis_client
+            self._url: connection.StateURL | str = redis_url or "(injected client)"
+            self._redis: connection.StateClient = redis_client
         else:
-            self.url = connection.resolve(redis_url, app.conf.broker_url)
-            self.redis = connection.connect(self.url)
-        self.deferred = DeferredStore(self.redis, team, self.keys)
-        self.dead_letters = DeadLetterStore(
-            self.redis,
+            self._url = connection.resolve(redis_url, app.conf.broker_url)
+            self._redis = connection.connect(self._url)
+        self._deferred = DeferredStore(self._redis, team, self._keys)
+        self._dead_letters = DeadLetterStore(
+            self._redis,
             team,
-            self.keys,
+            self._keys,
             max_age=dead_letter_max_age,
             max_entries=dead_letter_max_entries,
         )
-        self.idempotency = IdempotencyStore(self.redis, team, self.keys)
+        self._idempotency = IdempotencyStore(self._redis, team, self._keys)
         self._tasks: dict[str, _TaskDeclaration] = {}
         self._policies: dict[str, BreakerPolicy | None] = {}
         self._breakers: dict[str, FleetBreaker] = {}
         self._guard_settings = GuardSettings(free_trials=free_trials)
         self._deliveries = Deliveries(
-            self.keys,
+            self._keys,
             team,
             max_deliveries=max_deliveries,
             ttl=int(max(3600.0, visibility_timeout * (max_deliveries + 2))),
         )
-        self.resources = Resources()
-        self.limiter = FleetRateLimiter(self.redis, team, self.keys)
-        self.ledger = SpendLedger(self.redis, team, self.keys)
-        self.quotas = QuotaStore(self.redis, self.keys)
-        self._cooldowns = CooldownStore(self.redis, self.keys)
+        self._resources = Resources()
+        self._limiter = FleetRateLimiter(self._redis, team, self._keys)
+        self._ledger = SpendLedger(self._redis, team, self._keys)
+        self._quotas = QuotaStore(self._redis, self._keys)
+        self._cooldowns = CooldownStore(self._redis, self._keys)
         self._pump = Pump(
-            self.deferred,
-            self.dead_letters,
+            self._deferred,
+            self._dead_letters,
             partial(publish, app),
             parking=self._parking_spots,
             settings=PumpSettings(
@@ -185,7 +185,7 @@ class ResilienceManager:
         install.configure(app, self.visibility_timeout)
         install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
-        poison.install(app, self.dead_letters)
+        poison.install(app, self._dead_letters)
         app.on_after_finalize.connect(self._freeze, weak=False)
         self.pump_task = self._install_pump(
             control_queue or f"{CONTROL_QUEUE}.{team}", pump_interval
@@ -277,7 +277,7 @@ class ResilienceManager:
         """
         if breaker is not None and not isinstance(breaker, BreakerPolicy):
             raise ConfigurationError(f"breaker must be a BreakerPolicy, got {breaker!r}")
-        spec = self.resources.declare(
+        spec = self._resources.declare(
             name, rate_limit=rate_limit, prices=prices, rate_limit_errors=rate_limit_errors
         )
         if rate_limit_errors and name in self._breakers:
@@ -289,7 +289,7 @@ class ResilienceManager:
         if quota_parser is not None:
             if not callable(quota_parser):
                 raise ConfigurationError(f"quota_parser must be callable, got {quota_parser!r}")
-            self.quotas.use_parser(name, quota_parser)
+            self._quotas.use_parser(name, quota_parser)
         return spec
 
     def budget(
@@ -297,7 +297,7 @@ class ResilienceManager:
     ) -> Budget:
         """Cap this team's spend per UTC day (on one resource if named); checked before calls."""
         budget = Budget(spec, on_exceed)
-        self.resources.set_budget(budget, resource)
+        self._resources.set_budget(budget, resource)
         return budget
 
     def breaker(self, resource: str) -> FleetBreaker:
@@ -315,11 +315,11 @@ class ResilienceManager:
                 f"modules that declare tasks before asking for a breaker)"
             )
         policy = self._policies[resource] or BreakerPolicy()
-        spec = self.resources.get(resource)
+        spec = self._resources.get(resource)
         breaker = FleetBreaker(
             resource,
             policy,
-            RedisFleetStorage(self.redis, resource, self.keys),
+            RedisFleetStorage(self._redis, resource, self._keys),
             not_failures=(*CELERY_CONTROL, *spec.rate_limit_errors),
         )
         self._breakers[resource] = breaker
@@ -356,17 +356,17 @@ class ResilienceManager:
             team=self.team,
             resource=declaration.resource,
             guard=self._guard(declaration),
-            deferred=self.deferred,
-            dead_letters=self.dead_letters,
-            keys=self.keys,
+            deferred=self._deferred,
+            dead_letters=self._dead_letters,
+            keys=self._keys,
             max_defer_age=declaration.max_defer_age,
             interactive=declaration.interactive,
         )
 
     def _guard(self, declaration: _TaskDeclaration) -> TaskGuard:
         resource = declaration.resource
-        spec = self.resources.get(resource)
-        budgets = self.resources.budgets(resource)
+        spec = self._resources.get(resource)
+        budgets = self._resources.budgets(resource)
         rate_limit, pricing, rate_limit_errors = (
             spec.rate_limit,
             spec.pricing,
@@ -374,13 +374,13 @@ class ResilienceManager:
         )
         gates = (
             CooldownGate(self._cooldowns, resource),
-            BudgetGate(self.ledger, resource, lambda: budgets),
-            RateLimitGate(self.limiter, resource, lambda: rate_limit),
+            BudgetGate(self._ledger, resource, lambda: budgets),
+            RateLimitGate(self._limiter, resource, lambda: rate_limit),
         )
         reporter = QuotaReporter(
             resource,
-            self.ledger,
-            self.quotas,
+            self._ledger,
+            self._quotas,
             self._cooldowns,
             pricing=lambda: pricing,
             rate_limit_errors=lambda: rate_limit_errors,
@@ -407,7 +407,7 @@ class ResilienceManager:
         for resource, policy in self._policies.items():
             policy = policy or BreakerPolicy()
             spots.append(
-                self.deferred.parking_spot(resource, policy.reset_timeout, policy.trial_calls)
+                self._deferred.parking_spot(resource, policy.reset_timeout, policy.trial_calls)
             )
         return spots
 
@@ -441,30 +441,30 @@ class ResilienceManager:
     def deferred_count(self) -> int:
         """Work waiting in the deferred store: due later, parked on a breaker, or published
         and not yet started by a worker."""
-        return self.deferred.depth(self._policies)
+        return self._deferred.depth(self._policies)
 
     def release_deferred(self, task_ids: list[str] | None = None) -> int:
         """Make waiting work (all of it, or ``task_ids``) due now, parked work included: for an
         operator who knows the dependency is back. Returns how many entries were moved."""
-        return self.deferred.release(task_ids, resources=self._policies)
+        return self._deferred.release(task_ids, resources=self._policies)
 
     def dead_lettered(self, limit: int = 100) -> list[DeadLetter]:
         """The newest ``limit`` dead letters of this team, newest first."""
-        return self.dead_letters.list(limit)
+        return self._dead_letters.list(limit)
 
     def dead_letter(self, task_id: str) -> DeadLetter | None:
         """The dead letter recorded under ``task_id``, if any."""
-        return self.dead_letters.get(task_id)
+        return self._dead_letters.get(task_id)
 
     def replay_dead_letters(self, task_ids: list[str] | None = None) -> list[str]:
         """Publish dead-lettered work again under its own task id, once what made it fail is
         fixed: the named entries, or all of them oldest first. Only entries that hold a whole
         task message can be replayed (a message a worker could not read is kept for
         inspection); returns the ids that were, and removes them from the dead-letter store."""
-        ids = task_ids if task_ids is not None else [d.task_id for d in self.dead_letters.oldest()]
+        ids = task_ids if task_ids is not None else [d.task_id for d in self._dead_letters.oldest()]
         replayed = []
         for task_id in ids:
-            entry = self.dead_letters.take(task_id)  # of two operators, one replays it
+            entry = self._dead_letters.take(task_id)  # of two operators, one replays it
             if entry is None:
                 continue
             try:
@@ -473,23 +473,35 @@ class ResilienceManager:
                 )
                 publish(self.app, replace(message, attempts=0, failed_trials=0, defer_count=0))
             except _REPLAY_ERRORS:
-                self.dead_letters.add(task_id, entry.reason, entry.message)
+                self._dead_letters.add(task_id, entry.reason, entry.message)
                 continue
             replayed.append(task_id)
         return replayed
+
+    def spent(self, resource: str | None = None, day: str | None = None) -> float:
+        """Dollars this team spent on a UTC day (today by default), on ``resource`` or in all."""
+        return self._ledger.spent(resource, day)
+
+    def units(self, resource: str, day: str | None = None) -> dict[str, float]:
+        """Units this team reported on ``resource`` on a UTC day (today by default)."""
+        return self._ledger.units(resource, day)
+
+    def quota(self, resource: str) -> dict[str, float]:
+        """The quota ``resource``'s provider last reported (empty if none was seen recently)."""
+        return self._quotas.get(resource)
 
     def run_once(
         self, key: str, fn: Callable[[], T], *, ttl: float = 86_400.0, lease: float = 60.0
     ) -> T | Any:
         """Run the side effect ``fn`` once per ``key`` (for ``ttl`` seconds) and replay its
         stored result to duplicates; see ``IdempotencyStore.run_once``."""
-        return self.idempotency.run_once(key, fn, ttl=ttl, lease=lease)
+        return self._idempotency.run_once(key, fn, ttl=ttl, lease=lease)
 
     def check(self) -> None:
         """What a worker or beat checks at start-up, each failure in one clear line:
         ``StateUnavailableError`` if the state Redis is unreachable, ``ConfigurationError`` if
         another team declared a different breaker policy for a resource this team shares."""
-        connection.ensure_reachable(self.redis, self.url)
+        connection.ensure_reachable(self._redis, self._url)
         self._check_shared_policies()
         self._freeze()
 
@@ -499,9 +511,9 @@ class ResilienceManager:
         for resource, policy in self._policies.items():
             if policy is None:
                 continue
-            key = self.keys.breaker_policy(resource)
+            key = self._keys.breaker_policy(resource)
             declared = {"team": self.team, "policy": policy.describe()}
-            raw = self.redis.get(key)
+            raw = self._redis.get(key)
             other = json.loads(raw) if raw else None
             if (
                 other
@@ -514,4 +526,4 @@ class ResilienceManager:
                     f"{declared['policy']}: agree on one policy per resource"
                 )
             if not other or other.get("team") == self.team:
-                self.redis.set(key, json.dumps(declared, sort_keys=True), ex=POLICY_RECORD_TTL)
+                self._redis.set(key, json.dumps(declared, sort_keys=True), ex=POLICY_RECORD_TTL)

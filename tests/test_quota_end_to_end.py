@@ -14,6 +14,8 @@ from resilience_tasks import BreakerPolicy, ResilienceManager, RetryPolicy
 from resilience_tasks.quota.policy import RateLimit
 from resilience_tasks.quota.provider import RateLimitedError
 from resilience_tasks.quota.report import report_quota, report_usage
+from resilience_tasks.quota.storage import FleetRateLimiter
+from resilience_tasks.state.keys import KeySpace
 from tests.conftest import REDIS_URL, wait_for
 
 Start = Callable[..., None]
@@ -68,7 +70,7 @@ def test_a_429_defers_for_retry_after_without_a_failure_or_an_attempt(
     assert result.get(timeout=20) == "done"
     assert starts[1] - starts[0] >= 1.5
     assert manager.breaker(resource).current_state == "closed"
-    assert manager.quotas.get(resource)["remaining_requests"] == 0.0
+    assert manager.quota(resource)["remaining_requests"] == 0.0
 
 
 def test_a_429_pauses_the_whole_fleet_on_that_resource(
@@ -106,10 +108,10 @@ def test_usage_spend_and_quota_are_recorded(
 
     worker()
     assert complete.delay("hello").get(timeout=15) == "HELLO"
-    assert manager.ledger.spent() == pytest.approx(0.6)
-    assert manager.ledger.spent(resource) == pytest.approx(0.6)
-    assert manager.ledger.units(resource) == {"tokens_in": 500.0, "tokens_out": 50.0}
-    assert manager.quotas.get(resource)["remaining_tokens"] == 9000.0
+    assert manager.spent() == pytest.approx(0.6)
+    assert manager.spent(resource) == pytest.approx(0.6)
+    assert manager.units(resource) == {"tokens_in": 500.0, "tokens_out": 50.0}
+    assert manager.quota(resource)["remaining_tokens"] == 9000.0
 
 
 @pytest.mark.parametrize("on_exceed", ["defer", "degrade"])
@@ -139,23 +141,29 @@ def test_a_team_over_budget_is_stopped_before_the_call(
 
 
 def test_a_task_that_waited_on_its_limit_50_times_still_succeeds(
-    manager: ResilienceManager, worker: Start, fast_pump: None, unique: str
+    manager: ResilienceManager,
+    worker: Start,
+    fast_pump: None,
+    unique: str,
+    redis_client: redis.Redis,
+    prefix: str,
 ) -> None:
     resource = f"api-{unique}"
+    limiter = FleetRateLimiter(redis_client, manager.team, KeySpace(prefix))  # another worker
     limit = RateLimit("1/minute", max_wait_in_worker=0.0, jitter=0.0)
 
     @manager.task(resource=resource, rate_limit=limit, retry=RetryPolicy.none(), bind=True)
     def patient(self: Any) -> int:
         return int(self.request.headers["resilience"]["defer_count"])
 
-    assert manager.limiter.acquire(limit, resource).allowed  # someone took the only unit
+    assert limiter.acquire(limit, resource).allowed  # someone took the only unit
     worker(concurrency=1)
     result = patient.delay()
     for waits in range(1, 51):
         wait_for(lambda w=waits: result.state == "DEFERRED" and result.info["defer_count"] >= w)
         assert "rate limit 1 per 1 minute" in result.info["reason"]
         manager.release_deferred()  # come back now rather than in a minute: refused again
-    manager.limiter.clear(limit, resource)  # the window frees
+    limiter.clear(limit, resource)  # the window frees
     manager.release_deferred()
     assert result.get(timeout=20) >= 50  # it ran, once, with its single attempt intact
 

@@ -21,7 +21,7 @@ def test_a_resource_declared_once_is_shared_by_its_tasks(
     def complete() -> None:
         return None
 
-    spec = manager.resources.get(f"llm-{unique}")
+    spec = manager._resources.get(f"llm-{unique}")
     assert spec.rate_limit is not None and spec.rate_limit.spec == "500/minute"
     assert manager.breaker(f"llm-{unique}").policy.fail_max == 3
     assert complete.runtime.resource == f"llm-{unique}"

@@ -81,7 +81,7 @@ def test_a_message_that_keeps_killing_workers_is_dead_lettered(fleet: Fleet) -> 
     result: AsyncResult = crash_app.kills_its_worker.delay()  # type: ignore[attr-defined]
     with pytest.raises(DeadLetteredError, match="delivered 4 times"):
         result.get(timeout=120)
-    entry = crash_app.manager.dead_letters.get(result.id)  # type: ignore[attr-defined]
+    entry = crash_app.manager.dead_letter(result.id)  # type: ignore[attr-defined]
     assert entry is not None and "keeps killing" in entry.reason
     # and the fleet still serves other work
     assert crash_app.slow_double.delay(5, 0).get(timeout=60) == 10  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+import redis
 from celery import Celery
 
 from resilience_tasks import BreakerPolicy, ResilienceManager
@@ -32,12 +33,13 @@ manager = ResilienceManager(
     else None,
 )
 RESOURCE = os.environ["TEST_RESOURCE"]
+RECORDS = redis.Redis.from_url(REDIS_URL)  # where the tests read what ran
 
 
 @manager.task(resource=RESOURCE, breaker=BreakerPolicy(fail_max=3, reset_timeout=1.0))
 def slow_double(x: int, seconds: float) -> int:
     """Takes ``seconds``; records each start so tests can see redeliveries."""
-    manager.redis.rpush(f"{manager.keys.prefix}:started", x)
+    RECORDS.rpush(f"{os.environ['TEST_PREFIX']}:started", x)
     time.sleep(seconds)
     return x * 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import redis
 from celery import Celery
 
 from resilience_tasks import ResilienceManager
@@ -19,10 +20,11 @@ manager = ResilienceManager(
     os.environ["TEST_TEAM"], app=app, key_prefix=os.environ["TEST_PREFIX"], pump_interval=0.5
 )
 RESOURCE = os.environ["TEST_RESOURCE"]
+RECORDS = redis.Redis.from_url(REDIS_URL)  # where the tests read what ran
 LIMIT = os.environ.get("TEST_LIMIT", "10/second")
 
 
 @manager.task(resource=RESOURCE, rate_limit=LIMIT, bind=True)
 def limited(self: object, n: int) -> int:
-    manager.redis.rpush(f"{manager.keys.prefix}:runs", f"{time.time()}:{n}")
+    RECORDS.rpush(f"{os.environ['TEST_PREFIX']}:runs", f"{time.time()}:{n}")
     return n
