@@ -27,7 +27,7 @@ TASKS = {
 @dataclass
 class Run:
     system: str
-    normal: float  # healthy tasks/s, no outage
+    normal: tuple[float, float]  # healthy tasks/s with no outage: before it, after recovery
     during: float  # healthy tasks/s, burst during the outage
     cpu: float  # worker CPU-seconds over the outage
     parking: float  # of which until the dependency's queue was first empty
@@ -67,7 +67,7 @@ def run(apps: ModuleType, db: BenchDatabase, system: str, args: argparse.Namespa
             system, queues=apps.OUTAGE_QUEUES[system], concurrency=4, ready=apps.app
         )
         burst(apps, db, healthy_task, healthy.url, count // 5)  # warm-up
-        normal = burst(apps, db, healthy_task, healthy.url, count)
+        before = burst(apps, db, healthy_task, healthy.url, count)
         dep.mode = Mode.FAILING
         began, cpu0, redis0 = time.monotonic(), worker.cpu_seconds(), redis_cpu(db)
         with denied_join_result():
@@ -89,6 +89,8 @@ def run(apps: ModuleType, db: BenchDatabase, system: str, args: argparse.Namespa
         wait_until(lambda: int(db.client.get("bench:done:dep") or 0) >= parked - failed, 300, 0.2)
         finished = int(db.client.get("bench:done:dep") or 0)
         recovered = f"{finished}/{parked} in {time.monotonic() - back:.0f} s ({failed} failed)"
+        after = burst(apps, db, healthy_task, healthy.url, count)
+    normal = (before, after)
     return Run(system, normal, during, cpu, parking, burst_cpu, redis_used, hits, recovered)
 
 
@@ -109,7 +111,7 @@ def main() -> None:
         f"## long_outage: 1 worker -c 4, {outage} s outage, reset_timeout {args.reset_timeout} s",
         [
             "system",
-            "healthy tasks/s: normal",
+            "healthy tasks/s: normal (before, after)",
             "during outage",
             "ratio",
             "worker CPU-s",
@@ -123,9 +125,9 @@ def main() -> None:
         [
             [
                 r.system,
-                f"{r.normal:.0f}",
+                f"{sum(r.normal) / 2:.0f} ({r.normal[0]:.0f}, {r.normal[1]:.0f})",
                 f"{r.during:.0f}",
-                ratio(r.during, r.normal),
+                ratio(r.during, sum(r.normal) / 2),
                 f"{r.cpu:.1f}",
                 f"{r.parking:.1f}",
                 f"{r.burst_cpu:.1f}",
