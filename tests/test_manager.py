@@ -175,6 +175,20 @@ def test_celery_control_exceptions_do_not_trip_the_breaker(
     assert manager.breaker(resource).current_state == "closed"
 
 
+def wait_out_max_defer_age(
+    manager: ResilienceManager, resource: str, task: Any, *args: Any
+) -> AsyncResult:
+    """Send ``task`` while ``resource``'s breaker is held open, and pump until its wait passes
+    ``max_defer_age`` and a worker dead-letters it."""
+    manager.breaker(resource).open()
+    result: AsyncResult = task.delay(*args)
+    deadline = time.monotonic() + 30
+    while not result.ready() and time.monotonic() < deadline:
+        manager.pump()
+        time.sleep(0.1)
+    return result
+
+
 def test_work_deferred_too_long_is_dead_lettered_with_its_reason(
     app: Celery, prefix: str, worker: Start, unique: str
 ) -> None:
@@ -185,13 +199,8 @@ def test_work_deferred_too_long_is_dead_lettered_with_its_reason(
     def never_runs() -> None:
         raise AssertionError("the breaker is open")
 
-    manager.breaker(resource).open()
     worker()
-    result = never_runs.delay()
-    deadline = time.monotonic() + 15
-    while not result.ready() and time.monotonic() < deadline:
-        manager.pump()
-        time.sleep(0.1)
+    result = wait_out_max_defer_age(manager, resource, never_runs)
     with pytest.raises(DeadLetteredError, match="max_defer_age"):
         result.get(timeout=1)
     entry = manager.dead_letter(result.id)
@@ -345,13 +354,8 @@ def test_an_operator_replays_dead_letters_once_the_cause_is_fixed(
     def double(x: int) -> int:
         return 2 * x
 
-    manager.breaker(resource).open()
     worker()
-    result = double.delay(21)
-    deadline = time.monotonic() + 15
-    while not result.ready() and time.monotonic() < deadline:
-        manager.pump()
-        time.sleep(0.1)
+    result = wait_out_max_defer_age(manager, resource, double, 21)
     with pytest.raises(DeadLetteredError):
         result.get(timeout=1)
     manager.breaker(resource).close()  # what made it fail is fixed

@@ -318,12 +318,29 @@ def check(report: dict[str, Any]) -> None:
     assert report["beat_up"], summary
 
 
-def test_one_redis_for_broker_results_and_state_killed_mid_run(
+@pytest.mark.parametrize(
+    ("down", "stop", "outage_seconds", "visibility_timeout"),
+    [
+        # one Redis for broker, results and state, SIGKILLed mid-run
+        pytest.param("all", "kill", 20.0, 20.0, id="one-redis-killed"),
+        # a separate state store shut down alone: nothing may fail for want of it
+        pytest.param("state", "stop", 15.0, 20.0, id="state-store-stopped"),
+        # results on a server of their own, killed for longer than Celery's own retries of a
+        # result write (about 20 s); the broker stays up, so an unwritten result would be acked
+        # and lost for good. A long visibility timeout keeps redeliveries from hiding that.
+        pytest.param("results", "kill", 25.0, 300.0, id="result-backend-killed"),
+    ],
+)
+def test_a_redis_outage_mid_run_loses_nothing(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     redis_servers: list[RedisServer],
     prefix: str,
     unique: str,
+    down: str,
+    stop: str,
+    outage_seconds: float,
+    visibility_timeout: float,
 ) -> None:
     report = run_outage(
         tmp_path=tmp_path,
@@ -331,53 +348,10 @@ def test_one_redis_for_broker_results_and_state_killed_mid_run(
         servers=redis_servers,
         prefix=prefix,
         unique=unique,
-        down="all",
-        stop="kill",
-        outage_seconds=20.0,
-    )
-    check(report)
-
-
-def test_separate_state_redis_stopped_alone_mid_run(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    redis_servers: list[RedisServer],
-    prefix: str,
-    unique: str,
-) -> None:
-    report = run_outage(
-        tmp_path=tmp_path,
-        monkeypatch=monkeypatch,
-        servers=redis_servers,
-        prefix=prefix,
-        unique=unique,
-        down="state",
-        stop="stop",
-        outage_seconds=15.0,
-    )
-    check(report)
-
-
-def test_work_that_ran_while_the_result_backend_was_down_keeps_its_result(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    redis_servers: list[RedisServer],
-    prefix: str,
-    unique: str,
-) -> None:
-    """Results on a server of their own, killed for longer than Celery's own retries of a
-    result write (about 20 s); the broker stays up, so an unwritten result would be acked and
-    lost for good. A long visibility timeout keeps redeliveries from hiding that."""
-    report = run_outage(
-        tmp_path=tmp_path,
-        monkeypatch=monkeypatch,
-        servers=redis_servers,
-        prefix=prefix,
-        unique=unique,
-        down="results",
-        stop="kill",
-        outage_seconds=25.0,
-        visibility_timeout=300.0,
+        down=down,
+        stop=stop,
+        outage_seconds=outage_seconds,
+        visibility_timeout=visibility_timeout,
     )
     check(report)
 
