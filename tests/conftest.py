@@ -6,10 +6,13 @@ resilience state, removed after each test. Nothing here fakes Redis or runs task
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -113,3 +116,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def import_app_module(module: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Import a fresh copy of the app module that worker subprocesses run, configured as they
+    are by ``env``; the environment is restored when the test ends (through ``monkeypatch``)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    return importlib.import_module(module)

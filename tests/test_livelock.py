@@ -8,7 +8,6 @@ breaker served by a ``celery worker`` with four processes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,14 @@ import redis
 from celery.result import AsyncResult
 
 from resilience_tasks.testing import Supervisor, wait_until
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, import_app_module
 
 ROOT = Path(__file__).resolve().parent.parent
 FREE_TRIALS = 1  # the manager's default
 
 
 def test_always_failing_work_ends_and_the_breaker_closes(
-    redis_client: redis.Redis, prefix: str, unique: str
+    redis_client: redis.Redis, prefix: str, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     resource = f"svc-{unique}"
     env = {
@@ -33,16 +32,7 @@ def test_always_failing_work_ends_and_the_breaker_closes(
         "TEST_RESOURCE": resource,
         "PYTHONPATH": str(ROOT),
     }
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        from tests.apps import livelock_app as live
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    live = import_app_module("tests.apps.livelock_app", env, monkeypatch)
 
     with Supervisor("tests.apps.livelock_app", env=env, cwd=ROOT) as fleet:
         fleet.worker("livelock", concurrency=4, ready=live.app)

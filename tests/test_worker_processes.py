@@ -6,11 +6,10 @@ queue through the environment.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,7 +17,7 @@ from celery.result import AsyncResult
 
 from resilience_tasks import DeadLetteredError
 from resilience_tasks.testing import CeleryProcess, Supervisor
-from tests.conftest import REDIS_URL, wait_for
+from tests.conftest import REDIS_URL, import_app_module, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,19 +48,18 @@ def fleet(prefix: str, unique: str) -> Iterator[Fleet]:
         yield started
 
 
-def import_app(fleet: Fleet, module: str = "tests.apps.crash_app") -> object:
+def import_app(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch, module: str = "tests.apps.crash_app"
+) -> Any:
     """The same app module the subprocesses run, configured with this test's settings."""
-    for key in ("TEST_REDIS_URL", "TEST_PREFIX", "TEST_TEAM", "TEST_RESOURCE", "TEST_QUEUE"):
-        os.environ[key] = fleet.env[key]
-    sys.modules.pop(module, None)
-    __import__(module)
-    return sys.modules[module]
+    keys = ("TEST_REDIS_URL", "TEST_PREFIX", "TEST_TEAM", "TEST_RESOURCE", "TEST_QUEUE")
+    return import_app_module(module, {key: fleet.env[key] for key in keys}, monkeypatch)
 
 
 def test_kill_9_of_a_worker_mid_task_loses_nothing(
-    fleet: Fleet, redis_client: redis.Redis, prefix: str
+    fleet: Fleet, redis_client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    crash_app = import_app(fleet)
+    crash_app = import_app(fleet, monkeypatch)
     first = fleet.worker_of(concurrency=2)
     results = [crash_app.slow_double.delay(i, 1.0) for i in range(8)]  # type: ignore[attr-defined]
     started_key = f"{prefix}:started"
@@ -75,8 +73,10 @@ def test_kill_9_of_a_worker_mid_task_loses_nothing(
     assert len(started) > 8  # the killed tasks really ran again: at-least-once, nothing lost
 
 
-def test_a_message_that_keeps_killing_workers_is_dead_lettered(fleet: Fleet) -> None:
-    crash_app = import_app(fleet)
+def test_a_message_that_keeps_killing_workers_is_dead_lettered(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash_app = import_app(fleet, monkeypatch)
     fleet.worker_of(concurrency=1)
     result: AsyncResult = crash_app.kills_its_worker.delay()  # type: ignore[attr-defined]
     with pytest.raises(DeadLetteredError, match="delivered 4 times"):
@@ -87,12 +87,14 @@ def test_a_message_that_keeps_killing_workers_is_dead_lettered(fleet: Fleet) -> 
     assert crash_app.slow_double.delay(5, 0).get(timeout=60) == 10  # type: ignore[attr-defined]
 
 
-def test_beat_drives_the_pump_and_deferred_work_returns(prefix: str, unique: str) -> None:
+def test_beat_drives_the_pump_and_deferred_work_returns(
+    prefix: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The breaker stays open for an hour, so every task is refused however slow the machine;
     the workers run no pump of their own, so only beat can bring the work back."""
     env = fleet_env(prefix, unique)
     with Fleet("tests.testing.harness_app", env=env, cwd=ROOT) as fleet:
-        harness = import_app(fleet, "tests.testing.harness_app")
+        harness = import_app(fleet, monkeypatch, "tests.testing.harness_app")
         manager = harness.manager  # type: ignore[attr-defined]
         breaker = manager.breaker(harness.RESOURCE)  # type: ignore[attr-defined]
         breaker.open()
@@ -107,9 +109,11 @@ def test_beat_drives_the_pump_and_deferred_work_returns(prefix: str, unique: str
         assert breaker.current_state == "closed"
 
 
-def test_workers_pump_deferred_work_without_beat(fleet: Fleet) -> None:
+def test_workers_pump_deferred_work_without_beat(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fleet.env["TEST_WORKER_PUMP"] = "0.2"
-    crash_app = import_app(fleet)
+    crash_app = import_app(fleet, monkeypatch)
     breaker = crash_app.manager.breaker(crash_app.RESOURCE)  # type: ignore[attr-defined]
     breaker.open()
     fleet.worker_of(concurrency=2)

@@ -31,7 +31,7 @@ manager = ResilienceManager(
 )
 
 
-@app.task  # type: ignore[untyped-decorator]
+@app.task(shared=False)  # type: ignore[untyped-decorator]
 def add(x: int, y: int) -> int:
     return x + y
 

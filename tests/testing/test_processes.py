@@ -3,7 +3,6 @@ its pool children when the block ends; a process that dies shows its output."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
@@ -11,7 +10,7 @@ import pytest
 from celery import Celery
 
 from resilience_tasks.testing import Supervisor
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, import_app_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,9 +20,10 @@ def env(unique: str) -> dict[str, str]:
     return {"TEST_REDIS_URL": REDIS_URL, "TEST_QUEUE": f"harness-{unique}", "PYTHONPATH": str(ROOT)}
 
 
-def test_a_worker_answers_runs_tasks_and_leaves_no_process(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    from tests.testing import harness_app
+def test_a_worker_answers_runs_tasks_and_leaves_no_process(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness_app = import_app_module("tests.testing.harness_app", env, monkeypatch)
 
     app: Celery = harness_app.app
     with Supervisor("tests.testing.harness_app", env=env, cwd=ROOT) as sup:
