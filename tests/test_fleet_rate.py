@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, pumping
+from tests.conftest import REDIS_URL, import_app_module, pumping
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 10
@@ -61,7 +61,11 @@ def busiest_second(starts: list[float]) -> int:
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_the_fleet_rate_holds_with_several_workers(
-    prefix: str, unique: str, redis_client: redis.Redis, workers: int
+    prefix: str,
+    unique: str,
+    redis_client: redis.Redis,
+    workers: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = {
         **os.environ,
@@ -72,10 +76,10 @@ def test_the_fleet_rate_holds_with_several_workers(
         "TEST_LIMIT": f"{LIMIT}/second",
         "PYTHONPATH": str(ROOT),
     }
-    for key in ("TEST_REDIS_URL", "TEST_PREFIX", "TEST_TEAM", "TEST_RESOURCE", "TEST_LIMIT"):
-        os.environ[key] = env[key]
-    sys.modules.pop("tests.apps.rate_app", None)
-    import tests.apps.rate_app as rate_app
+    keys = ("TEST_REDIS_URL", "TEST_PREFIX", "TEST_TEAM", "TEST_RESOURCE", "TEST_LIMIT")
+    rate_app = import_app_module(
+        "tests.apps.rate_app", {key: env[key] for key in keys}, monkeypatch
+    )
 
     processes = [
         subprocess.Popen(
