@@ -129,8 +129,25 @@ class TaskGuard:
         """
         redelivered = context.task_id if context.redelivered else None
         run = _Run(context, context.failed_trials, redelivered)
+        started = time.monotonic()
+        try:  # most calls succeed at once: the first attempt needs no retry machinery
+            return self._attempt(run, func)
+        except BaseException as error:
+            first: BaseException | None = error
+
+        def attempt(run: _Run, func: Callable[..., T]) -> T:
+            nonlocal first
+            if first is not None:  # tenacity's attempt 1 is the one that just failed
+                error, first = first, None
+                raise error
+            return self._attempt(run, func)
+
+        def from_the_first_attempt(state: tenacity.RetryCallState) -> None:
+            state.start_time = started  # the in-process budget counts from attempt 1
+
         out_of_attempts = self._out_of_attempts(context)
         retrying = tenacity.Retrying(
+            before=from_the_first_attempt,
             stop=out_of_attempts | tenacity.stop_before_delay(self.retry.in_process_budget),
             wait=self.retry.tenacity_wait(),
             retry=tenacity.retry_if_exception(
@@ -141,7 +158,7 @@ class TaskGuard:
             reraise=True,
         )
         try:
-            result: T = retrying(self._attempt, run, func)
+            result: T = retrying(attempt, run, func)
             return result
         except _WaitOutside as wait:  # the next retry is too far away to wait for here
             raise Defer(
@@ -214,6 +231,10 @@ class TaskGuard:
 
     def _ask(self, run: _Run, call: Call) -> Admission:
         """Admission and gates; the state store gets ``state_wait`` seconds to answer."""
+        try:  # one round trip when the store answers: no retry machinery
+            return self._admit_and_check(run, call)
+        except STATE_ERRORS:
+            pass
         for attempt in tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(STATE_ERRORS),
             stop=tenacity.stop_after_delay(self.settings.state_wait),

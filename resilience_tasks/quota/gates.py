@@ -59,6 +59,8 @@ class BudgetGate(Gate):
 
     def _watched(self) -> list[tuple[str, Budget, str]]:
         team_budget, resource_budget = self._budgets()
+        if team_budget is None and resource_budget is None:
+            return []  # the common case: nothing to read, not even today's date
         day = utc_day()
         team = self._ledger.team
         found = []
