@@ -40,3 +40,42 @@ def test_errors_form_one_tree() -> None:
         assert issubclass(getattr(resilience_tasks, name), resilience_tasks.ResilienceError)
     assert issubclass(resilience_tasks.ConfigurationError, ValueError)
     assert issubclass(resilience_tasks.Degrade, resilience_tasks.Defer)
+
+
+def test_the_testing_harness_exports() -> None:
+    import resilience_tasks.testing as testing
+
+    assert testing.__all__ == [
+        "CeleryProcess",
+        "CommandMonitor",
+        "HTTPDependency",
+        "Mode",
+        "MonitorSummary",
+        "RedisServer",
+        "Supervisor",
+        "free_port",
+        "kill_group",
+        "wait_until",
+    ]
+
+
+def test_the_manager_keeps_its_stores_private() -> None:
+    """Operators and users go through methods; the stores and clients may change."""
+    public = {name for name in vars(resilience_tasks.ResilienceManager) if not name.startswith("_")}
+    assert public == {
+        "breaker",
+        "budget",
+        "check",
+        "dead_letter",
+        "dead_lettered",
+        "deferred_count",
+        "pump",
+        "quota",
+        "release_deferred",
+        "replay_dead_letters",
+        "resource",
+        "run_once",
+        "spent",
+        "task",
+        "units",
+    }
