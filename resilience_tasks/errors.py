@@ -9,6 +9,7 @@ exceptions that never reach a user unless something is misused::
     ├── BreakerOpenError (also pybreaker.CircuitBreakerError)   the breaker refused a call
     ├── RateLimitedError   the provider refused the call for quota (HTTP 429): wait, not failure
     ├── MalformedMessageError   a stored message cannot be decoded; it is dead-lettered
+    ├── OutsideTaskError (also RuntimeError)   report_usage/report_quota outside a task's body
     └── DeadLetteredError   the work was moved to the dead-letter store; the reason says why
 
     Defer   (control)   "do not run this now; put it in the deferred store until ``delay`` passes"
@@ -92,6 +93,11 @@ class RateLimitedError(ResilienceError):
 
 class MalformedMessageError(ResilienceError):
     """A stored message could not be decoded; it goes to the dead-letter store."""
+
+
+class OutsideTaskError(ResilienceError, RuntimeError):
+    """``report_usage`` or ``report_quota`` was called outside the body of a resilient task,
+    where there is no call to report on."""
 
 
 class DeadLetteredError(ResilienceError):

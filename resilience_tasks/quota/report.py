@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from resilience_tasks.errors import ConfigurationError, Defer
+from resilience_tasks.errors import ConfigurationError, Defer, OutsideTaskError
 from resilience_tasks.quota.policy import Pricing
 from resilience_tasks.quota.provider import (
     DEFAULT_RETRY_AFTER,
@@ -41,7 +41,9 @@ _CURRENT: contextvars.ContextVar[CallReport | None] = contextvars.ContextVar(
 def _current() -> CallReport:
     report = _CURRENT.get()
     if report is None:
-        raise RuntimeError("only meaningful inside the body of a resilient task")
+        raise OutsideTaskError(
+            "report_usage and report_quota are only meaningful inside the body of a resilient task"
+        )
     return report
 
 
