@@ -11,6 +11,7 @@ function's own code never appears in its traceback, i.e. the function was never 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 #: The kinds of error that can be raised at the call boundary.
@@ -46,3 +47,20 @@ def raised_at_call_boundary(error: BaseException, func: Callable[..., Any]) -> b
             return False
         tb = tb.tb_next
     return True
+
+
+def raised_in_block(error: BaseException, own_code: CodeType) -> bool:
+    """Whether ``error`` was raised by a ``with breaker.calling():`` block's own statement.
+
+    A block has no call boundary of its own: it is the guarded code. Its boundary is where it
+    calls out, so a ``TypeError`` raised in the block's own frame (wrong arguments to the
+    function it calls, or an operator on the wrong types) is the caller's bug, and one raised
+    deeper, inside what it called, is an ordinary failure. ``own_code`` is the code of the
+    context manager, whose frame ``contextlib`` puts in front of the block's.
+    """
+    if not isinstance(error, BOUNDARY_ERRORS):
+        return False
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code is own_code:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_next is None

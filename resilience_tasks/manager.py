@@ -358,7 +358,6 @@ class ResilienceManager:
             guard=self._guard(declaration),
             deferred=self._deferred,
             dead_letters=self._dead_letters,
-            keys=self._keys,
             max_defer_age=declaration.max_defer_age,
             interactive=declaration.interactive,
         )

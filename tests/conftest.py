@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from celery import Celery
 
 from resilience_tasks import ResilienceManager
 from resilience_tasks.deferred import PumpThread
+from resilience_tasks.testing import wait_until
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 
@@ -111,11 +111,8 @@ def worker(app: Celery) -> Iterator[object]:
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+    if not wait_until(predicate, timeout, interval=0.02):
+        raise AssertionError("condition not met in time")
 
 
 def import_app_module(module: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:

@@ -30,7 +30,6 @@ from resilience_tasks.errors import (
 )
 from resilience_tasks.gate import Call
 from resilience_tasks.guard import CallContext, TaskGuard
-from resilience_tasks.state.keys import KeySpace
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +48,6 @@ class TaskRuntime:
     guard: TaskGuard
     deferred: DeferredStore
     dead_letters: DeadLetterStore
-    keys: KeySpace
     max_defer_age: float
     interactive: bool = False
 

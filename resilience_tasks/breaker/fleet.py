@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 import pybreaker
 from pybreaker import CBStateType
 
-from resilience_tasks.breaker import outcomes
 from resilience_tasks.breaker.core import BreakerCore
 from resilience_tasks.breaker.outcomes import NEVER_FAILURES, Kind
 from resilience_tasks.breaker.records import Admission
+from resilience_tasks.caller_errors import raised_at_call_boundary, raised_in_block
 from resilience_tasks.errors import BreakerOpenError
 from resilience_tasks.policies import _validate as check
 
@@ -105,7 +105,7 @@ class FleetBreaker(BreakerCore):
         try:
             result = func(*args, **kwargs)
         except BaseException as error:
-            kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
+            kind = "ignored" if raised_at_call_boundary(error, func) else self._kind(error)
             tripped = self._trip_error(self._record(admission, error, kind, quiet=True))
             if tripped is not None:
                 raise tripped from error
@@ -127,7 +127,7 @@ class FleetBreaker(BreakerCore):
         try:
             result = func(*args, **kwargs)
         except BaseException as error:
-            kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
+            kind = "ignored" if raised_at_call_boundary(error, func) else self._kind(error)
             self._record(admission, error, kind, quiet=True)
             raise
         self._record(admission, None, "success", quiet=True)
@@ -156,7 +156,7 @@ class FleetBreaker(BreakerCore):
         try:
             yield
         except BaseException as error:
-            if outcomes.raised_in_block(error, _CALLING_CODE):
+            if raised_in_block(error, _CALLING_CODE):
                 kind: Kind = "ignored"
             else:
                 kind = self._kind(error)
@@ -184,7 +184,7 @@ class FleetBreaker(BreakerCore):
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as error:
-            kind = "ignored" if outcomes.caller_error(error, func) else self._kind(error)
+            kind = "ignored" if raised_at_call_boundary(error, func) else self._kind(error)
             tripped = self._trip_error(await self._record_async(store, admission, error, kind))
             if tripped is not None:
                 raise tripped from error

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from types import CodeType
-from typing import Any, Literal
+from typing import Literal
 
-from resilience_tasks.caller_errors import BOUNDARY_ERRORS, raised_at_call_boundary
 from resilience_tasks.errors import BreakerOpenError, Defer, RateLimitedError
 
 Kind = Literal["failure", "success", "ignored"]
@@ -43,25 +41,3 @@ def excluded(error: BaseException, exclusions: Iterable[Exclusion]) -> bool:
         elif exclusion(error):
             return True
     return False
-
-
-def caller_error(error: BaseException, func: Callable[..., Any]) -> bool:
-    """The caller's bug when calling ``func``: see ``caller_errors.raised_at_call_boundary``."""
-    return raised_at_call_boundary(error, func)
-
-
-def raised_in_block(error: BaseException, own_code: CodeType) -> bool:
-    """Whether ``error`` was raised by a ``with breaker.calling():`` block's own statement.
-
-    A block has no call boundary of its own: it is the guarded code. Its boundary is where it
-    calls out, so a ``TypeError`` raised in the block's own frame (wrong arguments to the
-    function it calls, or an operator on the wrong types) is the caller's bug, and one raised
-    deeper, inside what it called, is an ordinary failure. ``own_code`` is the code of the
-    context manager, whose frame ``contextlib`` puts in front of the block's.
-    """
-    if not isinstance(error, BOUNDARY_ERRORS):
-        return False
-    tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code is own_code:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_next is None
