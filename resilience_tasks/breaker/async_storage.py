@@ -82,17 +82,21 @@ class AsyncFleetStorage:
     async def admit(self, policy: BreakerPolicy, token: str) -> Admission:
         keys, args = self._storage.admit_request(policy, token)
         reply: Any = await self._admit(keys, args)
-        return records.admission(reply, token)
+        return records.admission(reply, token, slow=reply[5])
 
     async def release_trial(self, token: str) -> None:
         await self.client.zrem(self._storage.leases_key, token)
 
-    async def record_failure(self, policy: BreakerPolicy, token: str) -> Verdict:
-        keys, args = self._storage.failure_request(policy, token)
+    async def record_failure(
+        self, policy: BreakerPolicy, token: str, slow: bool = False
+    ) -> Verdict:
+        keys, args = self._storage.failure_request(policy, token, slow)
         reply: Any = await self._failure(keys, args)
-        return records.failure(reply)
+        return records.failure(reply, slow)
 
-    async def record_success(self, policy: BreakerPolicy, token: str) -> Verdict:
-        keys, args = self._storage.success_request(policy, token)
+    async def record_success(
+        self, policy: BreakerPolicy, token: str, slow: bool = False
+    ) -> Verdict:
+        keys, args = self._storage.success_request(policy, token, slow)
         reply: Any = await self._success(keys, args)
-        return records.success(reply)
+        return records.success(reply, slow)

@@ -84,7 +84,7 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
         ]
         return self.keys_all[:3], args
 
-    def failure_request(self, policy: BreakerPolicy, token: str) -> Request:
+    def failure_request(self, policy: BreakerPolicy, token: str, slow: bool = False) -> Request:
         args: list[Any] = [
             policy.fail_max,
             token,
@@ -92,27 +92,39 @@ class RedisFleetStorage(pybreaker.CircuitBreakerStorage):
             policy.min_calls,
             policy.failure_rate or 0,
             policy.reset_timeout,
+            int(slow),
+            policy.slow_call_max,
         ]
         return self.keys_all, args
 
-    def success_request(self, policy: BreakerPolicy, token: str) -> Request:
-        return self.keys_all[:2], [token, policy.success_threshold]
+    def success_request(self, policy: BreakerPolicy, token: str, slow: bool = False) -> Request:
+        args: list[Any] = [
+            token,
+            policy.success_threshold,
+            int(slow),
+            policy.slow_call_max,
+            policy.reset_timeout,
+        ]
+        return self.keys_all, args
 
     # -- atomic operations used by FleetBreaker ------------------------------------------------
 
     def admit(self, policy: BreakerPolicy, token: str) -> Admission:
         keys, args = self.admit_request(policy, token)
-        return records.admission(self._admit(keys, args), token)
+        reply = self._admit(keys, args)
+        return records.admission(reply, token, slow=reply[5])
 
     def release_trial(self, token: str) -> None:
         """Give back a trial lease without a verdict (the call never went out)."""
         self.client.zrem(self.leases_key, token)
 
-    def record_failure(self, policy: BreakerPolicy, token: str) -> Verdict:
-        return records.failure(self._failure(*self.failure_request(policy, token)))
+    def record_failure(self, policy: BreakerPolicy, token: str, slow: bool = False) -> Verdict:
+        reply = self._failure(*self.failure_request(policy, token, slow))
+        return records.failure(reply, slow)
 
-    def record_success(self, policy: BreakerPolicy, token: str) -> Verdict:
-        return records.success(self._success(*self.success_request(policy, token)))
+    def record_success(self, policy: BreakerPolicy, token: str, slow: bool = False) -> Verdict:
+        reply = self._success(*self.success_request(policy, token, slow))
+        return records.success(reply, slow)
 
     def force(self, state: str) -> tuple[str, str]:
         old, new = self._force(self.keys_all, [state])
