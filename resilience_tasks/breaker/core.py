@@ -112,13 +112,21 @@ class BreakerCore(pybreaker.CircuitBreaker):
         if admission.trial:
             self._storage.release_trial(admission.token)
 
-    def record(self, admission: Admission, error: BaseException | None) -> Verdict:
+    def record(
+        self, admission: Admission, error: BaseException | None, *, duration: float | None = None
+    ) -> Verdict:
         """Tell the breaker how an admitted call ended; ``error`` is None on success.
+
+        ``duration`` is how long the call took, in seconds (``time.monotonic()`` around it):
+        with the policy's ``slow_call_duration`` set, a call at least that long is slow, and
+        ``slow_call_max`` slow calls in a row open the breaker. Without it the call is not
+        timed, and never slow.
 
         The verdict is also left in ``admission.verdict``: ``trial_failed`` tells a failed
         half-open trial (which reopened the breaker) from an ordinary failure.
         """
-        return self._record(admission, error, "success" if error is None else self._kind(error))
+        kind: Kind = "success" if error is None else self._kind(error)
+        return self._record(admission, error, kind, duration=duration)
 
     def _record(
         self,
@@ -127,13 +135,14 @@ class BreakerCore(pybreaker.CircuitBreaker):
         kind: Kind,
         settle: bool = False,
         quiet: bool = False,
+        duration: float | None = None,
     ) -> Verdict:
         """``settle`` makes a success reset the count even if none was pending at admission
         (a generator's admission can be long outdated when it ends). ``quiet`` (the call
         paths) logs a state store that cannot be reached instead of raising: the call has
         happened, and its own outcome stands, as with pybreaker's Redis storage."""
         try:
-            verdict = self._verdict(admission, kind, settle)
+            verdict = self._verdict(admission, kind, settle, self.policy.is_slow(duration))
         except redis.RedisError as exc:
             if not quiet:
                 raise
@@ -141,16 +150,25 @@ class BreakerCore(pybreaker.CircuitBreaker):
             return IGNORED
         return verdict if verdict is IGNORED else self._told(admission, verdict, error)
 
-    def _verdict(self, admission: Admission, kind: Kind, settle: bool) -> Verdict:
+    def _verdict(self, admission: Admission, kind: Kind, settle: bool, slow: bool) -> Verdict:
         if kind == "ignored":
             self.release(admission)
             return IGNORED
         token = admission.token if admission.trial else ""
         if kind == "failure":
-            return self._storage.record_failure(self.policy, token)
-        if settle or admission.trial or admission.failures:
-            return self._storage.record_success(self.policy, token)
+            return self._storage.record_failure(self.policy, token, slow)
+        if slow or settle or self._pending(admission):
+            return self._storage.record_success(self.policy, token, slow)
         return Verdict("success")
+
+    def _pending(self, admission: Admission) -> bool:
+        """Whether a fast success has anything to write: a trial to settle, or a run of
+        failures or slow calls to end. Most successes have none and cost no round trip."""
+        if admission.trial or admission.failures:
+            return True
+        if admission.slow is None:  # the admitting script did not say
+            return self.policy.slow_call_duration is not None
+        return admission.slow > 0
 
     async def _record_async(
         self,
@@ -158,9 +176,11 @@ class BreakerCore(pybreaker.CircuitBreaker):
         admission: Admission,
         error: BaseException | None,
         kind: Kind,
+        duration: float | None = None,
     ) -> Verdict:
         """``_record`` on ``redis.asyncio``, always quiet (only the call paths use it)."""
         token = admission.token if admission.trial else ""
+        slow = self.policy.is_slow(duration)
         try:
             if kind == "ignored":
                 admission.verdict = IGNORED
@@ -168,9 +188,9 @@ class BreakerCore(pybreaker.CircuitBreaker):
                     await store.release_trial(admission.token)
                 return IGNORED
             if kind == "failure":
-                verdict = await store.record_failure(self.policy, token)
-            elif admission.trial or admission.failures:
-                verdict = await store.record_success(self.policy, token)
+                verdict = await store.record_failure(self.policy, token, slow)
+            elif slow or self._pending(admission):
+                verdict = await store.record_success(self.policy, token, slow)
             else:
                 verdict = Verdict("success")
         except redis.RedisError as exc:

@@ -5,9 +5,10 @@ pybreaker keep working) whose every state-touching method is replaced: pybreaker
 machine keeps its state in one process and moves it with separate reads and writes, which a
 fleet cannot share. Here every transition is one atomic Lua script, the half-open state hands
 out trial leases so the whole fleet sends exactly ``trial_calls`` trials, an optional
-failure-rate window trips the breaker on flaky dependencies, and a closed breaker costs one
-round trip per call (a success costs nothing more unless failures were pending). What is
-inherited is bookkeeping only: listeners, exclusions, the name.
+failure-rate window trips the breaker on flaky dependencies, an optional slow-call threshold
+trips it on one that hangs (every way to call below times the call), and a closed breaker costs
+one round trip per call (a fast success costs nothing more unless failures or slow calls were
+pending). What is inherited is bookkeeping only: listeners, exclusions, the name.
 
 Where a behaviour is not fleet-specific it is pybreaker's: ``call``, ``calling()``, generators,
 decorators, listeners (called one at a time under the breaker's lock, as pybreaker does;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import time
 import types
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -98,21 +100,24 @@ class FleetBreaker(BreakerCore):
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``func`` if the breaker admits it; raise ``BreakerOpenError`` if it does not.
 
-        A generator returned by ``func`` is tracked: its outcome is recorded when it ends.
+        A generator returned by ``func`` is tracked: its outcome is recorded when it ends. It
+        is not timed (how long it runs is up to its consumer), so it is never a slow call.
         """
         admission = self._admitted()
         self._before_call(func, *args, **kwargs)
+        started = time.monotonic()
         try:
             result = func(*args, **kwargs)
         except BaseException as error:
             kind = "ignored" if raised_at_call_boundary(error, func) else self._kind(error)
-            tripped = self._trip_error(self._record(admission, error, kind, quiet=True))
+            verdict = self._record(admission, error, kind, quiet=True, duration=_since(started))
+            tripped = self._trip_error(verdict)
             if tripped is not None:
                 raise tripped from error
             raise
         if isinstance(result, types.GeneratorType):
             return self._tracked(admission, result)  # type: ignore[return-value]
-        self._record(admission, None, "success", quiet=True)
+        self._record(admission, None, "success", quiet=True, duration=_since(started))
         return result
 
     def call_admitted(
@@ -124,13 +129,14 @@ class FleetBreaker(BreakerCore):
         what a failure means; ``admission.verdict`` says how the breaker took it.
         """
         self._before_call(func, *args, **kwargs)
+        started = time.monotonic()
         try:
             result = func(*args, **kwargs)
         except BaseException as error:
             kind = "ignored" if raised_at_call_boundary(error, func) else self._kind(error)
-            self._record(admission, error, kind, quiet=True)
+            self._record(admission, error, kind, quiet=True, duration=_since(started))
             raise
-        self._record(admission, None, "success", quiet=True)
+        self._record(admission, None, "success", quiet=True, duration=_since(started))
         return result
 
     def _tracked(
@@ -153,6 +159,7 @@ class FleetBreaker(BreakerCore):
         """``with breaker.calling(): ...`` guards the block as ``call`` guards a function."""
         admission = self._admitted()
         self._before_call(_calling_block)
+        started = time.monotonic()
         try:
             yield
         except BaseException as error:
@@ -160,11 +167,12 @@ class FleetBreaker(BreakerCore):
                 kind: Kind = "ignored"
             else:
                 kind = self._kind(error)
-            tripped = self._trip_error(self._record(admission, error, kind, quiet=True))
+            verdict = self._record(admission, error, kind, quiet=True, duration=_since(started))
+            tripped = self._trip_error(verdict)
             if tripped is not None:
                 raise tripped from error
             raise
-        self._record(admission, None, "success", quiet=True)
+        self._record(admission, None, "success", quiet=True, duration=_since(started))
 
     async def call_async(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``await breaker.call_async(coro_func, ...)``: ``call`` for asyncio, on ``redis.asyncio``.
@@ -179,17 +187,19 @@ class FleetBreaker(BreakerCore):
         if not admission.allowed:
             raise BreakerOpenError(self.resource, admission.retry_after, admission.state)
         self._before_call(func, *args, **kwargs)
+        started = time.monotonic()
         try:
             result = func(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as error:
             kind = "ignored" if raised_at_call_boundary(error, func) else self._kind(error)
-            tripped = self._trip_error(await self._record_async(store, admission, error, kind))
+            verdict = await self._record_async(store, admission, error, kind, _since(started))
+            tripped = self._trip_error(verdict)
             if tripped is not None:
                 raise tripped from error
             raise
-        await self._record_async(store, admission, None, "success")
+        await self._record_async(store, admission, None, "success", _since(started))
         return result
 
     def __call__(self, *call_args: Any, **call_kwargs: bool) -> Callable[..., Any]:
@@ -255,6 +265,11 @@ class FleetBreaker(BreakerCore):
         self._notify(*self._storage.force(pybreaker.STATE_CLOSED))
 
     reset = close
+
+
+def _since(started: float) -> float:
+    """Seconds since ``started`` (a ``time.monotonic()`` reading): a guarded call's duration."""
+    return time.monotonic() - started
 
 
 _CALLING_CODE = FleetBreaker.calling.__wrapped__.__code__  # type: ignore[attr-defined]
