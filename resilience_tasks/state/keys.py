@@ -84,6 +84,27 @@ class KeySpace:
     def interactive_waiting(self, resource: str) -> str:
         return f"{self.tag}:res:{resource}:interactive-waiting"
 
+    def retry_budget(self, resource: str) -> str:
+        """Per-second counts of first calls and retries (the fleet retry budget's window)."""
+        return f"{self.tag}:res:{resource}:retry-budget"
+
+    def concurrency_leases(self, resource: str) -> str:
+        """Calls in flight: one member per lease, scored by its expiry (server seconds)."""
+        return f"{self.tag}:res:{resource}:in-flight"
+
+    def concurrency_limit(self, resource: str) -> str:
+        """The fleet's current AIMD concurrency limit of ``resource`` and its bookkeeping."""
+        return f"{self.tag}:res:{resource}:in-flight-limit"
+
+    # -- provider chains -----------------------------------------------------------------------
+    def cached_result(self, chain: str, digest: str) -> str:
+        """The last good result of ``chain`` for the arguments hashed into ``digest``."""
+        return f"{self.tag}:chain:{chain}:cache:{digest}"
+
+    def served(self, team: str, task_id: str) -> str:
+        """What served a task's calls (provenance), kept as long as its result."""
+        return f"{self.tag}:team:{team}:served:{task_id}"
+
     # -- rate-limit windows (named by ``limits``' ``RateLimitItem.key_for``) --------------------
     def rate_window(self, window: str) -> str:
         """A moving window's list of hit stamps; ``window`` is ``item.key_for(*identifiers)``."""
