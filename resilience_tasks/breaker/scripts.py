@@ -18,17 +18,17 @@ The breaker hash (``KeySpace.breaker``), the one record of a breaker's state:
                     half-open trial adds one too (and reopens the breaker)
 ``opened_at``       server seconds (float) of the last opening; set only when it opens
 ``successes``       successful trials in the current half-open period
-                    (opening keeps ``failures`` and ``slow``, as pybreaker keeps its
-                    ``fail_counter``; closing resets both)
 ``fail_max``        fleet override of the policy's ``fail_max`` (the ``fail_max`` setter)
 ``reset_timeout``   fleet override of the policy's ``reset_timeout`` (seconds, float)
 ``success_threshold`` fleet override of the policy's ``success_threshold``
 =================== ===========================================================================
 
-An override field wins over the policy's value, which the scripts receive in ``ARGV`` as the
-default; so the effective reset timeout is ``HGET reset_timeout`` or else the policy's. The
-trial-lease sorted set (``KeySpace.trial_leases``) holds one member per trial in flight, scored
-by lease expiry; the call and failure windows are hashes of per-second counts.
+Opening keeps ``failures`` and ``slow`` (as pybreaker keeps its ``fail_counter``), closing
+resets both. An override field wins over the policy's value, which the scripts receive in
+``ARGV`` as the default; so the effective reset timeout is ``HGET reset_timeout`` or else the
+policy's. The trial-lease sorted set (``KeySpace.trial_leases``) holds one member per trial
+in flight, scored by lease expiry; the call and failure windows are hashes of per-second
+counts.
 
 The recording scripts say why an outcome opened the breaker (``cause``): ``failures``
 (``fail_max`` in a row), ``failure_rate``, ``slow_calls`` (``slow_call_max`` slow calls in a
