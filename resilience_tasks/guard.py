@@ -28,7 +28,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
@@ -42,9 +42,14 @@ from resilience_tasks.errors import (
     Defer,
     StateUnavailableError,
 )
+from resilience_tasks.fallback import scope
 from resilience_tasks.gate import Call, Gate
 from resilience_tasks.policies import RetryPolicy
 from resilience_tasks.quota.report import QuotaReporter, collecting
+
+if TYPE_CHECKING:
+    from resilience_tasks.fallback.concurrency import FleetConcurrencyLimit, Lease
+    from resilience_tasks.fallback.retry_budget import FleetRetryBudget
 
 T = TypeVar("T")
 
@@ -88,6 +93,7 @@ class _Run:
     failed_trials: int
     redelivered: str | None  # the task id, until its delivery has been counted once
     caller_error: BaseException | None = None
+    deposited: bool = False
 
 
 class TaskGuard:
@@ -102,6 +108,8 @@ class TaskGuard:
         reporter: QuotaReporter | None = None,
         not_retryable: tuple[type[BaseException], ...] = (),
         sleep: Callable[[float], None] = time.sleep,
+        concurrency: FleetConcurrencyLimit | None = None,
+        retry_budget: FleetRetryBudget | None = None,
     ) -> None:
         self.admitter = admitter
         self.breaker = admitter.breaker
@@ -117,6 +125,9 @@ class TaskGuard:
             *not_retryable,
         )
         self._sleep = sleep
+        self.concurrency = concurrency
+        # Only work that may retry pays the budget's bookkeeping (a deposit per call).
+        self.retry_budget = retry_budget if retry.max_attempts > 1 else None
 
     # -- the retry loop ------------------------------------------------------------------------
 
@@ -151,7 +162,11 @@ class TaskGuard:
             stop=out_of_attempts | tenacity.stop_before_delay(self.retry.in_process_budget),
             wait=self.retry.tenacity_wait(),
             retry=tenacity.retry_if_exception(
-                lambda error: error is not run.caller_error and self._retryable(error)
+                lambda error: (
+                    error is not run.caller_error
+                    and self._retryable(error)
+                    and self._budget_allows(error)
+                )
             ),
             retry_error_callback=lambda state: self._leave_worker(state, run, out_of_attempts),
             sleep=self._sleep,
@@ -210,26 +225,74 @@ class TaskGuard:
     def _retryable(self, error: BaseException) -> bool:
         return isinstance(error, self.retry.retry_on) and not isinstance(error, self._not_retryable)
 
+    def _budget_allows(self, error: BaseException) -> bool:
+        """The fleet retry budget's say on one more attempt: a refused retry is not made, and
+        the last error stands (a chain then falls through to its next protocol)."""
+        budget = self.retry_budget
+        if budget is None:
+            return True
+        try:
+            allowed = budget.withdraw()
+        except STATE_ERRORS as exc:  # no budget to consult: the policy alone decides
+            logger.warning("%s: retry budget unavailable (%s)", self, exc)
+            return True
+        if not allowed:
+            scope.note(f"{self.breaker.resource}: retry refused by the fleet retry budget")
+            logger.info(
+                "%s: retry after %s refused by the fleet retry budget",
+                self,
+                type(error).__name__,
+            )
+        return allowed
+
     # -- one attempt: ask, run, tell -----------------------------------------------------------
 
     def _attempt(self, run: _Run, func: Callable[..., T]) -> T:
         call = run.context.call
-        admission = self._ask(run, call)
+        admission, lease = self._ask(run, call)
+        if self.retry_budget is not None and not run.deposited:
+            run.deposited = True  # one deposit per run: its retries withdraw
+            self._quietly("count a call for the retry budget", self.retry_budget.deposit)
+        started = time.monotonic()
         with collecting() as report:
             try:
                 result = func(*call.args, **call.kwargs)
             except BaseException as error:
-                outcome = self._failed(run, admission, func, error)
+                duration = time.monotonic() - started
+                outcome = self._failed(run, admission, func, error, duration)
+                self._release(lease, error, outcome)
                 if outcome is error:
                     raise
                 raise outcome from error
             finally:
                 if report and self.reporter is not None:
                     self._quietly("record usage", self.reporter.record, report)
-        self._quietly("record a success", self.breaker.record, admission, None)
+        duration = time.monotonic() - started
+        self._quietly("record a success", self._record, admission, None, duration)
+        self._release(lease, None, None)
         return result
 
-    def _ask(self, run: _Run, call: Call) -> Admission:
+    def _record(self, admission: Admission, error: BaseException | None, duration: float) -> None:
+        self.breaker.record(admission, error, duration=duration)
+
+    def _release(
+        self, lease: Lease | None, error: BaseException | None, outcome: BaseException | None
+    ) -> None:
+        """Give the concurrency slot back, telling the limit how the call went: a success
+        raises it, a dependency failure or a 429 lowers it, anything else leaves it."""
+        if lease is None or self.concurrency is None:
+            return
+        if error is None:
+            verdict = "success"
+        elif error is not outcome and outcome is not None and isinstance(outcome, Defer):
+            verdict = "drop"  # a 429 (or a free failed trial): the dependency pushed back
+        elif self.breaker.is_system_error(error):
+            verdict = "drop"
+        else:
+            verdict = "ignore"
+        self._quietly("release a concurrency slot", self.concurrency.release, lease, verdict)
+
+    def _ask(self, run: _Run, call: Call) -> tuple[Admission, Lease | None]:
         """Admission and gates; the state store gets ``state_wait`` seconds to answer."""
         try:  # one round trip when the store answers: no retry machinery
             return self._admit_and_check(run, call)
@@ -246,7 +309,7 @@ class TaskGuard:
                 return self._admit_and_check(run, call)
         raise AssertionError("unreachable: tenacity either returned or raised")
 
-    def _admit_and_check(self, run: _Run, call: Call) -> Admission:
+    def _admit_and_check(self, run: _Run, call: Call) -> tuple[Admission, Lease | None]:
         watch = tuple(key for gate in self.gates for key in gate.watch(call))
         clearance = self.admitter.admit(run.redelivered, watch)
         run.redelivered = None  # a redelivery is counted once, however many attempts
@@ -256,13 +319,35 @@ class TaskGuard:
         try:
             for gate in self.gates:
                 gate.check(call, clearance.watched)
+            lease = self._take_slot()
         except BaseException:
             self._quietly("release a trial", self.breaker.release, admission)
             raise
-        return admission
+        return admission, lease
+
+    def _take_slot(self) -> Lease | None:
+        """A slot under the resource's fleet concurrency limit, or ``Defer``: a call over the
+        limit frees its worker instead of queueing behind a slow dependency (the bulkhead)."""
+        limit = self.concurrency
+        if limit is None:
+            return None
+        lease = limit.acquire()
+        if lease is None:
+            policy = limit.policy
+            raise Defer(
+                self._jittered(policy.retry_after),
+                f"{self.breaker.resource}: at its fleet concurrency limit "
+                f"({limit.current_limit():.1f} calls in flight)",
+            )
+        return lease
 
     def _failed(
-        self, run: _Run, admission: Admission, func: Callable[..., Any], error: BaseException
+        self,
+        run: _Run,
+        admission: Admission,
+        func: Callable[..., Any],
+        error: BaseException,
+        duration: float,
     ) -> BaseException:
         """Tell the breaker of a failed call; return what it turns into: a wait (a 429, a free
         failed trial) or the error itself."""
@@ -274,7 +359,7 @@ class TaskGuard:
         if self.reporter is not None and self.reporter.is_rate_limit(error):
             self._quietly("release a trial", breaker.release, admission)
             return self.reporter.defer_for(error)
-        self._quietly("record a failure", breaker.record, admission, error)
+        self._quietly("record a failure", self._record, admission, error, duration)
         verdict = admission.verdict
         failed_trial = (
             verdict.trial_failed

@@ -25,6 +25,7 @@ from resilience_tasks.adapter.task import (
     PUBLISH_TRANSIENT_ERRORS,
     ResilientTask,
     TaskRuntime,
+    degraded_queue,
     mark_dead_lettered,
     publish,
 )
@@ -43,6 +44,16 @@ from resilience_tasks.deferred import (
 )
 from resilience_tasks.deferred.dead_letter import DEFAULT_MAX_AGE, DEFAULT_MAX_ENTRIES
 from resilience_tasks.errors import STATE_ERRORS, ConfigurationError
+from resilience_tasks.fallback import protocols as fallback_protocols
+from resilience_tasks.fallback.cache import ResultCache
+from resilience_tasks.fallback.chain import CALLS, ProviderChain
+from resilience_tasks.fallback.concurrency import FleetConcurrencyLimit
+from resilience_tasks.fallback.policy import Concurrency, RetryBudget
+from resilience_tasks.fallback.provenance import ProvenanceStore
+from resilience_tasks.fallback.provider import Provider
+from resilience_tasks.fallback.resource_type import ResourceType
+from resilience_tasks.fallback.retry_budget import FleetRetryBudget
+from resilience_tasks.fallback.scope import Served
 from resilience_tasks.guard import GuardSettings, TaskGuard
 from resilience_tasks.idempotency import IdempotencyStore
 from resilience_tasks.policies import BreakerPolicy, RetryPolicy
@@ -52,7 +63,7 @@ from resilience_tasks.quota.policy import Budget, OnExceed, RateLimit
 from resilience_tasks.quota.provider import QuotaParser
 from resilience_tasks.quota.report import QuotaReporter
 from resilience_tasks.quota.storage import CooldownStore, FleetRateLimiter, QuotaStore, SpendLedger
-from resilience_tasks.resources import Resources, ResourceSpec
+from resilience_tasks.resources import Resources, ResourceSpec, check_name
 from resilience_tasks.state import connection
 from resilience_tasks.state.keys import KeySpace
 
@@ -79,6 +90,11 @@ _REPLAY_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: A chain's retries on one provider, unless it names its own: one quick retry, within the
+#: provider's fleet retry budget; then the next provider.
+CHAIN_RETRY = RetryPolicy(max_attempts=2, initial=0.2, maximum=1.0, in_process_budget=1.0)
+
+
 @dataclass(frozen=True)
 class _TaskDeclaration:
     """What ``manager.task`` was told about one task, validated."""
@@ -87,6 +103,7 @@ class _TaskDeclaration:
     retry: RetryPolicy
     interactive: bool
     max_defer_age: float
+    queue: str = ""
 
 
 class ResilienceManager:
@@ -181,6 +198,17 @@ class ResilienceManager:
             mark_failed=partial(mark_dead_lettered, app),
         )
         self._routes: dict[str, dict[str, str]] = {}
+        self._chains: dict[str, ProviderChain] = {}
+        self._concurrency: dict[str, FleetConcurrencyLimit] = {}
+        self._retry_budgets: dict[str, FleetRetryBudget] = {}
+        self._provenance = ProvenanceStore(
+            self._redis,
+            self._keys,
+            team,
+            ttl=float(app.conf.result_expires.total_seconds())
+            if hasattr(app.conf.result_expires, "total_seconds")
+            else float(app.conf.result_expires or 86_400),
+        )
 
         install.configure(app, self.visibility_timeout)
         install.add_router(app, self._routes)
@@ -234,17 +262,20 @@ class ResilienceManager:
                 self.app, func.__name__, func.__module__
             )
             check_task_options(name, celery_options)
+            # Not shared: Celery would add a shared task to every app finalized later, with
+            # this manager's runtime bound to it.
+            options = {"shared": False, **celery_options}
+            options.pop("name", None)
+            queue = options.pop("queue", resource)
             self._tasks[name] = _TaskDeclaration(
                 resource=resource,
                 retry=retry or RetryPolicy.none(),
                 interactive=interactive,
                 max_defer_age=float(max_defer_age or self.max_defer_age),
+                queue=queue,
             )
-            # Not shared: Celery would add a shared task to every app finalized later, with
-            # this manager's runtime bound to it.
-            options = {"shared": False, **celery_options}
-            options.pop("name", None)
-            self._route(name, options.pop("queue", resource))
+            self._route(name, queue)
+            install.add_queue(self.app, degraded_queue(queue))
             task: ResilientTask = self.app.task(
                 base=ResilientTask, name=name, freeze=partial(self._runtime, name), **options
             )(func)
@@ -267,18 +298,27 @@ class ResilienceManager:
         prices: dict[str, float] | None = None,
         rate_limit_errors: tuple[type[BaseException], ...] | None = None,
         quota_parser: QuotaParser | None = None,
+        concurrency: Concurrency | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> ResourceSpec:
         """Declare what is known of a resource, in one place.
 
         ``rate_limit`` holds for the whole fleet (``"10/second;500/minute"``, or a
         ``RateLimit`` keyed per team or API key); ``prices`` are dollars per unit reported with
         ``report_usage``; ``rate_limit_errors`` are a client library's quota exceptions (read
-        like a 429); ``quota_parser`` reads quota headers of a shape we do not know.
+        like a 429); ``quota_parser`` reads quota headers of a shape we do not know;
+        ``concurrency`` caps the calls in flight across the fleet (and adapts the cap);
+        ``retry_budget`` caps retries as a share of calls across the fleet.
         """
         if breaker is not None and not isinstance(breaker, BreakerPolicy):
             raise ConfigurationError(f"breaker must be a BreakerPolicy, got {breaker!r}")
         spec = self._resources.declare(
-            name, rate_limit=rate_limit, prices=prices, rate_limit_errors=rate_limit_errors
+            name,
+            rate_limit=rate_limit,
+            prices=prices,
+            rate_limit_errors=rate_limit_errors,
+            concurrency=concurrency,
+            retry_budget=retry_budget,
         )
         if rate_limit_errors and name in self._breakers:
             raise ConfigurationError(
@@ -360,10 +400,18 @@ class ResilienceManager:
             dead_letters=self._dead_letters,
             max_defer_age=declaration.max_defer_age,
             interactive=declaration.interactive,
+            queue=declaration.queue,
+            provenance=self._provenance,
         )
 
     def _guard(self, declaration: _TaskDeclaration) -> TaskGuard:
-        resource = declaration.resource
+        return self._build_guard(declaration.resource, declaration.retry)
+
+    def _build_guard(
+        self, resource: str, retry: RetryPolicy, *, concurrency: bool = True
+    ) -> TaskGuard:
+        """The protocol around calls to ``resource``: its breaker and gates, with ``retry``,
+        its concurrency limit and its retry budget when declared."""
         spec = self._resources.get(resource)
         budgets = self._resources.budgets(resource)
         rate_limit, pricing, rate_limit_errors = (
@@ -386,11 +434,139 @@ class ResilienceManager:
         )
         return TaskGuard(
             Admitter(self.breaker(resource), self._deliveries),
-            retry=declaration.retry,
+            retry=retry,
             settings=self._guard_settings,
             gates=gates,
             reporter=reporter,
             not_retryable=CELERY_CONTROL,
+            concurrency=self._concurrency_limit(spec.name) if concurrency else None,
+            retry_budget=self._retry_budget(spec.name),
+        )
+
+    def _concurrency_limit(self, resource: str) -> FleetConcurrencyLimit | None:
+        policy = self._resources.get(resource).concurrency
+        if policy is None:
+            return None
+        limit = self._concurrency.get(resource)
+        if limit is None:
+            limit = FleetConcurrencyLimit(self._redis, self._keys, resource, policy)
+            self._concurrency[resource] = limit
+        return limit
+
+    def _retry_budget(self, resource: str) -> FleetRetryBudget | None:
+        policy = self._resources.get(resource).retry_budget
+        if policy is None:
+            return None
+        budget = self._retry_budgets.get(resource)
+        if budget is None:
+            budget = FleetRetryBudget(self._redis, self._keys, resource, policy)
+            self._retry_budgets[resource] = budget
+        return budget
+
+    # -- provider chains -----------------------------------------------------------------------
+
+    def providers(
+        self,
+        name: str,
+        providers: list[Provider],
+        *,
+        resource_type: ResourceType | str = ResourceType.API_QUOTA,
+        cache_ttl: float | None = None,
+        protocols: list[str] | None = None,
+        hedge_after: float | None = None,
+        retry: RetryPolicy | None = None,
+        degrade_in_place: bool = False,
+        queue_delay: float = 5.0,
+    ) -> ProviderChain:
+        """Declare a chain of providers for one kind of call; call the chain like a function.
+
+        Each provider is a resource (its own breaker, limits, quota, spend, concurrency limit
+        and retry budget). A call goes to the cheapest provider that meets its quality, then
+        through ``protocols`` (by default ``DEFAULT_PROTOCOLS[resource_type]``): the other
+        providers, the degraded queue, the last good answer (kept ``cache_ttl`` seconds), the
+        deferred store. ``hedge_after`` seconds without an answer calls the next provider too.
+        ``retry`` is how often one provider is retried (within its retry budget) before the
+        next is called. ``name`` is a resource too: tasks declare ``resource=name``.
+        """
+        owner = f"providers({name!r})"
+        check_name("chain name", name)
+        kind = ResourceType.of(resource_type, owner)
+        if not isinstance(providers, list | tuple) or not providers:
+            raise ConfigurationError(f"{owner}: providers must be a non-empty list of Provider")
+        for provider in providers:
+            if not isinstance(provider, Provider):
+                raise ConfigurationError(
+                    f"{owner}: providers must hold Provider objects, got {provider!r}"
+                )
+        names = [provider.name for provider in providers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigurationError(f"{owner}: provider names must be unique, {twice} repeat")
+        if name in names:
+            raise ConfigurationError(f"{owner}: a provider may not share the chain's name")
+        if name in self._chains:
+            raise ConfigurationError(f"{owner}: a chain of that name is already declared")
+        if cache_ttl is not None:
+            check.positive_seconds(owner, "cache_ttl", cache_ttl)
+        if hedge_after is not None:
+            check.positive_seconds(owner, "hedge_after", hedge_after)
+        check.positive_seconds(owner, "queue_delay", queue_delay)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"{owner}.retry must be a RetryPolicy, got {retry!r}")
+        if not isinstance(degrade_in_place, bool):
+            raise ConfigurationError(f"{owner}.degrade_in_place must be True or False")
+        chosen = fallback_protocols.build(kind, protocols, owner)
+        options = fallback_protocols.attempt_options(chosen)
+        provider_retry = (retry or CHAIN_RETRY) if options.retry else RetryPolicy.none()
+        for provider in providers:
+            self._declare_provider(provider, provider_retry)
+        self.resource(name)
+        guards: dict[str, TaskGuard] = {}
+
+        def guard(provider: Provider) -> TaskGuard:
+            built = guards.get(provider.name)
+            if built is None:
+                built = guards[provider.name] = self._build_guard(
+                    provider.name, provider_retry, concurrency=options.concurrency
+                )
+            return built
+
+        chain = ProviderChain(
+            name,
+            providers,
+            resource_type=kind,
+            protocols=chosen,
+            guard=guard,
+            cache=ResultCache(self._redis, self._keys, name) if cache_ttl else None,
+            cache_ttl=cache_ttl,
+            hedge_after=hedge_after,
+            degrade_in_place=degrade_in_place,
+            queue_delay=queue_delay,
+        )
+        self._chains[name] = chain
+        return chain
+
+    def _declare_provider(self, provider: Provider, retry: RetryPolicy) -> None:
+        prices = dict(provider.prices or {})
+        if provider.cost:
+            if CALLS in prices and prices[CALLS] != provider.cost:
+                raise ConfigurationError(
+                    f"Provider({provider.name!r}): cost={provider.cost} and "
+                    f"prices[{CALLS!r}]={prices[CALLS]} disagree"
+                )
+            prices[CALLS] = provider.cost
+        budget = provider.retry_budget
+        if budget is None and retry.max_attempts > 1:
+            declared = self._resources.known(provider.name)
+            budget = None if declared and declared.retry_budget else RetryBudget()
+        self.resource(
+            provider.name,
+            breaker=provider.breaker,
+            rate_limit=provider.rate_limit,
+            prices=prices or None,
+            rate_limit_errors=provider.rate_limit_errors,
+            concurrency=provider.concurrency,
+            retry_budget=budget,
         )
 
     # -- the deferred pump ---------------------------------------------------------------------
@@ -488,6 +664,10 @@ class ResilienceManager:
     def quota(self, resource: str) -> dict[str, float]:
         """The quota ``resource``'s provider last reported (empty if none was seen recently)."""
         return self._quotas.get(resource)
+
+    def served(self, task_id: str) -> list[Served]:
+        """What served the chain calls of task ``task_id`` (kept as long as its result)."""
+        return self._provenance.load(task_id)
 
     def run_once(
         self, key: str, fn: Callable[[], T], *, ttl: float = 86_400.0, lease: float = 60.0

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resilience_tasks.errors import ConfigurationError
+from resilience_tasks.fallback.policy import Concurrency, RetryBudget
 from resilience_tasks.policies import _validate as check
 from resilience_tasks.quota.policy import Budget, Pricing, RateLimit
 
@@ -28,6 +29,8 @@ class ResourceSpec:
     pricing: Pricing | None = None
     rate_limit_errors: tuple[type[BaseException], ...] = ()
     budget: Budget | None = None
+    concurrency: Concurrency | None = None
+    retry_budget: RetryBudget | None = None
 
 
 class Resources:
@@ -42,6 +45,8 @@ class Resources:
         rate_limit: str | RateLimit | None = None,
         prices: dict[str, float] | None = None,
         rate_limit_errors: tuple[type[BaseException], ...] | None = None,
+        concurrency: Concurrency | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> ResourceSpec:
         check_name("resource", name)
         spec = self._specs.setdefault(name, ResourceSpec(name))
@@ -56,6 +61,18 @@ class Resources:
             spec.rate_limit_errors = self._merge(
                 name, "rate_limit_errors", spec.rate_limit_errors or None, rate_limit_errors
             )
+        if concurrency is not None:
+            if not isinstance(concurrency, Concurrency):
+                raise ConfigurationError(
+                    f"resource {name!r}: concurrency must be a Concurrency, got {concurrency!r}"
+                )
+            spec.concurrency = self._merge(name, "concurrency", spec.concurrency, concurrency)
+        if retry_budget is not None:
+            if not isinstance(retry_budget, RetryBudget):
+                raise ConfigurationError(
+                    f"resource {name!r}: retry_budget must be a RetryBudget, got {retry_budget!r}"
+                )
+            spec.retry_budget = self._merge(name, "retry_budget", spec.retry_budget, retry_budget)
         return spec
 
     @staticmethod
@@ -66,6 +83,9 @@ class Resources:
                 f"says {new!r}: declare it once"
             )
         return new
+
+    def known(self, name: str) -> ResourceSpec | None:
+        return self._specs.get(name)
 
     def get(self, name: str) -> ResourceSpec:
         spec = self._specs.get(name)

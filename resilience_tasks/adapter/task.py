@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from celery import Task
@@ -26,8 +26,11 @@ from resilience_tasks.errors import (
     STATE_ERRORS,
     DeadLetteredError,
     Defer,
+    Degrade,
     StateUnavailableError,
 )
+from resilience_tasks.fallback import scope
+from resilience_tasks.fallback.provenance import ProvenanceStore
 from resilience_tasks.gate import Call
 from resilience_tasks.guard import CallContext, TaskGuard
 
@@ -37,6 +40,13 @@ logger = logging.getLogger(__name__)
 HEADER = "resilience"
 #: Result state of work waiting in the deferred store.
 DEFERRED = "DEFERRED"
+#: Suffix of the queue degraded work moves to (``chat`` -> ``chat.degraded``).
+DEGRADED_SUFFIX = ".degraded"
+
+
+def degraded_queue(queue: str) -> str:
+    """The degraded queue of ``queue``."""
+    return queue if queue.endswith(DEGRADED_SUFFIX) else queue + DEGRADED_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class TaskRuntime:
     dead_letters: DeadLetterStore
     max_defer_age: float
     interactive: bool = False
+    queue: str = ""
+    provenance: ProvenanceStore | None = None
 
 
 class ResilientTask(Task):  # type: ignore[misc]
@@ -85,13 +97,21 @@ class ResilientTask(Task):  # type: ignore[misc]
         )
         if _int(book.get("defer_count")):  # published by the pump: its entry is done
             self._state_write(runtime.deferred.started, request.id, runtime.resource)
+        degraded = bool(book.get("degraded"))
         try:
-            return runtime.guard.run(context, self.run)
+            with scope.opened(degraded=degraded, in_task=True) as opened:
+                result = runtime.guard.run(context, self.run)
+            if opened.served:
+                self._served(opened.served)
+            return result
         except Defer as wait:
             message = self._message(args, kwargs, book, context).deferred_again(
                 wait.reason, wait.attempts, wait.failed_trials
             )
-            self._state_write(self._defer, message, wait)
+            if isinstance(wait, Degrade) and not degraded:
+                self._state_write(self._move_degraded, message)
+            else:
+                self._state_write(self._defer, message, wait)
         except DeadLetteredError as dead:
             self._state_write(
                 self._dead_letter, self._message(args, kwargs, book, context), str(dead)
@@ -120,7 +140,8 @@ class ResilientTask(Task):  # type: ignore[misc]
         or the ``Defer`` itself (a rate limit, a budget)."""
         try:
             context = CallContext(call=Call(args, kwargs, self.runtime.interactive))
-            return self.runtime.guard.run(context, self.run)
+            with scope.opened():
+                return self.runtime.guard.run(context, self.run)
         except Defer as wait:
             if wait.__cause__ is not None:
                 raise wait.__cause__ from None
@@ -149,6 +170,7 @@ class ResilientTask(Task):  # type: ignore[misc]
             defer_count=_int(book.get("defer_count")),
             first_deferred_at=_float(book.get("first_deferred_at")),
             interactive=context.call.interactive,
+            degraded=bool(book.get("degraded")),
         )
 
     def _defer(self, message: DeferredMessage, wait: Defer) -> None:
@@ -180,6 +202,43 @@ class ResilientTask(Task):  # type: ignore[misc]
             f"{wait.delay:.2f}s" if due is not None else f"{wait.park_on}'s breaker",
             message.reason,
         )
+
+    def _move_degraded(self, message: DeferredMessage) -> None:
+        """No normal provider can serve: the work moves, same task id and bookkeeping, to the
+        degraded queue, where degraded workers serve it with degraded providers. If the broker
+        will not take it now, the deferred store publishes it there as soon as it can."""
+        runtime = self.runtime
+        queue = degraded_queue(message.queue or runtime.queue or runtime.resource)
+        moved = replace(message, queue=queue, degraded=True)
+        try:
+            publish(self.app, moved)
+        except PUBLISH_TRANSIENT_ERRORS as unavailable:
+            logger.warning("%s[%s]: broker unavailable (%s)", self.name, moved.task_id, unavailable)
+            runtime.deferred.add(moved, 0.0)
+        self._event("task-degraded", reason=message.reason, queue=queue, resource=runtime.resource)
+        logger.info("degraded %s[%s] to %s: %s", self.name, moved.task_id, queue, message.reason)
+
+    def _served(self, records: list[scope.Served]) -> None:
+        """Tell what served this task's chain calls: a task event (Flower shows its fields)
+        and a record kept beside its result (``manager.served(task_id)``)."""
+        last = records[-1]
+        self._event(
+            "task-served",
+            provider=last.provider,
+            protocol=last.protocol,
+            degraded=last.degraded,
+            stale=last.stale,
+            cost=round(sum(record.cost for record in records), 6),
+            attempts=sum(record.attempts for record in records),
+            chain=last.chain,
+            steps=last.steps,
+        )
+        store = self.runtime.provenance
+        if store is not None and self.request.id:
+            try:
+                store.save(self.request.id, records)
+            except STATE_ERRORS as unavailable:  # an observation: the result stands
+                logger.warning("could not keep provenance of %s: %s", self.request.id, unavailable)
 
     def _dead_letter(self, message: DeferredMessage, reason: str) -> None:
         self.runtime.dead_letters.add(message.task_id, reason, message.to_json())
@@ -258,6 +317,7 @@ def publish_headers(message: DeferredMessage) -> dict[str, Any]:
             "defer_count": message.defer_count,
             "first_deferred_at": message.first_deferred_at,
             "interactive": message.interactive,
+            "degraded": message.degraded,
         }
     }
 

@@ -35,6 +35,7 @@ class DeferredMessage:
     first_deferred_at: float = 0.0
     deferred_at: float = 0.0
     interactive: bool = False
+    degraded: bool = False
 
     def deferred_again(
         self, reason: str, attempts: int, failed_trials: int = 0, now: float | None = None

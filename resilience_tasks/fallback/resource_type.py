@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from resilience_tasks.errors import ConfigurationError
 
 
-class ResourceType(str, Enum):
+class ResourceType(StrEnum):
     """What a chain depends on. The type picks the chain's default protocols (``table``)."""
 
     API_QUOTA = "api_quota"  # an LLM or other metered API: quotas, 429s, cost
@@ -29,6 +29,4 @@ class ResourceType(str, Enum):
                 if value.lower() in (member.value, member.name.lower()):
                     return member
         known = ", ".join(member.name for member in cls)
-        raise ConfigurationError(
-            f"{owner}.{field} must be a ResourceType ({known}), got {value!r}"
-        )
+        raise ConfigurationError(f"{owner}.{field} must be a ResourceType ({known}), got {value!r}")
