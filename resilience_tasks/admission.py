@@ -26,7 +26,7 @@ from resilience_tasks.state.lua import CLOCK
 # KEYS: breaker, trial leases, call window, [delivery counter when ARGV[6] > 0], watched...
 # ARGV: the breaker's five (reset_timeout, trial_calls, trial_lease, window, token), then the
 #       delivery counter's expiry in seconds (0: this delivery is not counted)
-# Returns {decision, state, failures, wait, transition, deliveries, {watched values}}
+# Returns {decision, state, failures, wait, transition, deliveries, {watched values}, slow}
 SCRIPT = (
     CLOCK
     + ADMIT_FUNCTION
@@ -40,9 +40,9 @@ if tonumber(ARGV[6]) > 0 then
 end
 local watched = {}
 for i = first_watched, #KEYS do watched[#watched + 1] = redis.call('GET', KEYS[i]) or '' end
-local decision, state, failures, wait, transition = breaker_admit(
+local decision, state, failures, wait, transition, slow = breaker_admit(
   KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-return {decision, state, failures, wait, transition, deliveries, watched}
+return {decision, state, failures, wait, transition, deliveries, watched, slow}
 """
 )
 
@@ -98,7 +98,7 @@ class Admitter:
         reply: Any = self._script(
             [*keys, *counter, *watch], [*args, self.deliveries.ttl if redelivered else 0]
         )
-        admission = self.breaker.accept(records.admission(reply, token))
+        admission = self.breaker.accept(records.admission(reply, token, slow=reply[7]))
         if redelivered:
             try:
                 self.deliveries.check(int(reply[5]))

@@ -257,6 +257,7 @@ class TaskGuard:
         with collecting() as report:
             try:
                 result = func(*call.args, **call.kwargs)
+                duration = time.monotonic() - started
             except BaseException as error:
                 duration = time.monotonic() - started
                 outcome = self._failed(run, admission, func, error, duration)
@@ -267,7 +268,6 @@ class TaskGuard:
             finally:
                 if report and self.reporter is not None:
                     self._quietly("record usage", self.reporter.record, report)
-        duration = time.monotonic() - started
         self._quietly("record a success", self._record, admission, None, duration)
         self._release(lease, None, None)
         return result

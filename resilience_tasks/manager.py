@@ -19,6 +19,7 @@ from celery import Celery
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.utils.imports import gen_task_name
 
+from resilience_tasks import defaults
 from resilience_tasks.adapter import install, poison
 from resilience_tasks.adapter.options import check_task_options
 from resilience_tasks.adapter.task import (
@@ -210,6 +211,7 @@ class ResilienceManager:
             else float(app.conf.result_expires or 86_400),
         )
 
+        defaults.offer_default(self)
         install.configure(app, self.visibility_timeout)
         install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
@@ -452,6 +454,16 @@ class ResilienceManager:
             limit = FleetConcurrencyLimit(self._redis, self._keys, resource, policy)
             self._concurrency[resource] = limit
         return limit
+
+    def _retry_budget_for(self, resource: str) -> FleetRetryBudget:
+        """``resource``'s fleet retry budget, the default one declared if it has none (for
+        ``@retry``, which retries whatever it is given)."""
+        spec = self._resources.known(resource)
+        if spec is None or spec.retry_budget is None:
+            self.resource(resource, retry_budget=RetryBudget())
+        budget = self._retry_budget(resource)
+        assert budget is not None
+        return budget
 
     def _retry_budget(self, resource: str) -> FleetRetryBudget | None:
         policy = self._resources.get(resource).retry_budget
