@@ -42,8 +42,10 @@ class Concurrency:
             raise ConfigurationError(
                 f"Concurrency.max_limit ({self.max_limit}) must not be below limit ({self.limit})"
             )
-        if isinstance(self.backoff, bool) or not isinstance(self.backoff, int | float) or not (
-            0.0 < self.backoff < 1.0
+        if (
+            isinstance(self.backoff, bool)
+            or not isinstance(self.backoff, int | float)
+            or not (0.0 < self.backoff < 1.0)
         ):
             raise ConfigurationError(
                 f"Concurrency.backoff must be a factor in (0, 1), got {self.backoff!r}"
@@ -69,8 +71,10 @@ class RetryBudget:
 
     def __post_init__(self) -> None:
         owner = "RetryBudget"
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not (
-            0.0 <= self.ratio <= 1.0
+        if (
+            isinstance(self.ratio, bool)
+            or not isinstance(self.ratio, int | float)
+            or not (0.0 <= self.ratio <= 1.0)
         ):
             raise ConfigurationError(f"RetryBudget.ratio must be in [0, 1], got {self.ratio!r}")
         check.positive_int(owner, "window", self.window)
