@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
-import time
 from typing import Any
 
 import redis
@@ -110,16 +109,24 @@ def test_async_twins(redis_client: redis.Redis, prefix: str) -> None:
 PROCESSES = 8
 CALLS = 1200  # first calls per process, each followed by up to RETRIES retries
 RETRIES = 3
+# A one-second window: each server second is a window of its own, so the bound below is exact.
 OUTAGE = {"ratio": 0.2, "window": 1, "min_per_second": 2.0}
+
+
+def server_time(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return seconds + micros / 1_000_000
 
 
 def caller(prefix: str, ready: Any, out: Any) -> None:
     """A worker during an outage: every call to the dependency fails, so each first call is
-    followed by as many retries as the budget allows, up to ``RETRIES``."""
+    followed by as many retries as the budget allows, up to ``RETRIES``. Reports its retries
+    and the server times before its first call and after its last."""
     client = redis.Redis.from_url(REDIS_URL)
     budget = make(client, prefix, **OUTAGE)
     client.ping()
     ready.wait(60)
+    first = server_time(client)
     retries = 0
     for _ in range(CALLS):
         budget.deposit()  # the first attempt (failed)
@@ -127,7 +134,7 @@ def caller(prefix: str, ready: Any, out: Any) -> None:
             if not budget.withdraw():
                 break
             retries += 1  # the retry (failed too)
-    out.put(retries)
+    out.put((retries, first, server_time(client)))
 
 
 def test_the_budget_holds_for_eight_processes_under_an_outage(prefix: str) -> None:
@@ -140,23 +147,19 @@ def test_the_budget_holds_for_eight_processes_under_an_outage(prefix: str) -> No
     for process in processes:
         process.start()
     ready.wait(60)
-    started = time.monotonic()
-    retries = sum(results.get(timeout=120) for _ in processes)
-    elapsed = time.monotonic() - started
+    reports = [results.get(timeout=120) for _ in processes]
     for process in processes:
         process.join(10)
 
     calls = PROCESSES * CALLS
-    window = OUTAGE["window"]
-    # The run spans at most this many windows of server seconds (measured generously: the
-    # parent's clock runs from before the first call to after the last).
-    windows = math.ceil(elapsed / window) + 1
-    floor = OUTAGE["min_per_second"] * window * windows
-    # Each window's retries are bounded by the calls of the sliding window that ends at its
-    # last retry: those of the window itself, and some of the one before. So the total is at
-    # most ratio x calls (x 2 at worst, for the overlap) plus the floor of every window.
-    assert retries <= 2 * OUTAGE["ratio"] * calls + floor
-    # The steady rate is ratio x calls; allow one window's share of calls for the overlap.
-    assert retries <= OUTAGE["ratio"] * calls + floor + OUTAGE["ratio"] * calls / windows + 5
-    assert 0 < retries < calls  # retrying everything thrice would be 3 x calls
-    print(f"{calls} calls, {retries} retries in {elapsed:.2f}s ({windows} windows)")
+    retries = sum(retried for retried, _, _ in reports)
+    # Every call and retry fell in these server seconds, and in each of them at most
+    # ratio x (that second's calls) + min_per_second retries went out.
+    seconds = (
+        math.floor(max(end for _, _, end in reports))
+        - math.floor(min(start for _, start, _ in reports))
+        + 1
+    )
+    assert retries <= OUTAGE["ratio"] * calls + OUTAGE["min_per_second"] * seconds + 1e-6
+    assert 0 < retries < calls  # retrying every failure thrice would be 3 x calls
+    print(f"{calls} calls, {retries} retries over {seconds} server seconds")
