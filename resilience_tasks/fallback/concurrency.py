@@ -68,7 +68,9 @@ class FleetConcurrencyLimit:
         self._client = client
         self.resource = resource
         self.policy = policy
-        self.keys = [keys.concurrency_leases(resource), keys.concurrency_limit(resource)]
+        self.leases_key = keys.concurrency_leases(resource)
+        self.limit_key = keys.concurrency_limit(resource)
+        self._keys = [self.leases_key, self.limit_key]
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._release = client.register_script(scripts.RELEASE)
         self._in_flight = client.register_script(scripts.IN_FLIGHT)
@@ -108,25 +110,25 @@ class FleetConcurrencyLimit:
         first. A ``token`` that already holds a live lease (a redelivered task) gets it back
         renewed, without a second slot."""
         args = self._acquire_args(token)
-        return self._lease(args[0], self._acquire(self.keys, args))
+        return self._lease(args[0], self._acquire(self._keys, args))
 
     def release(self, lease: Lease, outcome: Outcome) -> bool:
         """Free the slot and move the limit by ``outcome``. False when the lease had already
         expired or was unknown: nothing was freed or moved."""
-        reply: Any = self._release(self.keys, self._release_args(lease, outcome))
+        reply: Any = self._release(self._keys, self._release_args(lease, outcome))
         return int(reply[0]) == 1
 
     def in_flight(self) -> int:
         """Leases held now across the fleet (expired ones not counted)."""
-        return int(self._in_flight(self.keys[:1], []))
+        return int(self._in_flight([self.leases_key], []))
 
     def current_limit(self) -> float:
         """The fleet's limit now (a float: successes raise it by fractions)."""
-        return self._clamped(self._client.hget(self.keys[1], "limit"))
+        return self._clamped(self._client.hget(self.limit_key, "limit"))
 
     def reset(self) -> None:
         """Forget the adapted limit (back to ``policy.limit``); leases in flight stay."""
-        self._client.delete(self.keys[1])
+        self._client.delete(self.limit_key)
 
     # -- the asyncio twins -----------------------------------------------------------------------
 
@@ -135,19 +137,19 @@ class FleetConcurrencyLimit:
     ) -> Lease | None:
         args = self._acquire_args(token)
         return self._lease(
-            args[0], await scripts.run_async(aclient, scripts.ACQUIRE, self.keys, args)
+            args[0], await scripts.run_async(aclient, scripts.ACQUIRE, self._keys, args)
         )
 
     async def release_async(
         self, aclient: AsyncStateClient, lease: Lease, outcome: Outcome
     ) -> bool:
         args = self._release_args(lease, outcome)
-        reply = await scripts.run_async(aclient, scripts.RELEASE, self.keys, args)
+        reply = await scripts.run_async(aclient, scripts.RELEASE, self._keys, args)
         return int(reply[0]) == 1
 
     async def in_flight_async(self, aclient: AsyncStateClient) -> int:
-        return int(await scripts.run_async(aclient, scripts.IN_FLIGHT, self.keys[:1], []))
+        return int(await scripts.run_async(aclient, scripts.IN_FLIGHT, [self.leases_key], []))
 
     async def current_limit_async(self, aclient: AsyncStateClient) -> float:
-        raw: Any = await aclient.hget(self.keys[1], "limit")
+        raw: Any = await aclient.hget(self.limit_key, "limit")
         return self._clamped(raw)
