@@ -5,7 +5,8 @@ Entries are JSON, never pickle: a cache shared by a fleet must not turn a writte
 code run by every reader. Arguments are hashed from their canonical JSON
 (``json.dumps([args, kwargs], sort_keys=True, separators=(",", ":"))``), so two calls share an
 entry exactly when their arguments encode alike (a tuple and a list of the same items do);
-a call whose arguments or result JSON cannot encode is simply not cached.
+a call whose arguments or result JSON cannot encode (NaN and infinities included: they are
+not JSON) is simply not cached.
 
 Each entry is one string key with a TTL (``SET ... PX``), one JSON object readable with
 ``GET``: ``{"stored_at": <server seconds>, "provider": ..., "value": ...}``. Times come from
