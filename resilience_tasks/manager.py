@@ -215,6 +215,7 @@ class ResilienceManager:
         install.configure(app, self.visibility_timeout)
         install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
+        install.warn_on_ready(app, self._degraded_gaps)
         poison.install(app, self._dead_letters)
         app.on_after_finalize.connect(self._freeze, weak=False)
         self.pump_task = self._install_pump(
@@ -410,10 +411,11 @@ class ResilienceManager:
         return self._build_guard(declaration.resource, declaration.retry)
 
     def _build_guard(
-        self, resource: str, retry: RetryPolicy, *, concurrency: bool = True
+        self, resource: str, retry: RetryPolicy, *, concurrency: bool = True, free: bool = False
     ) -> TaskGuard:
         """The protocol around calls to ``resource``: its breaker and gates, with ``retry``,
-        its concurrency limit and its retry budget when declared."""
+        its concurrency limit and its retry budget when declared. A ``free`` provider (no cost,
+        no prices) is not held to budgets."""
         spec = self._resources.get(resource)
         budgets = self._resources.budgets(resource)
         rate_limit, pricing, rate_limit_errors = (
@@ -423,7 +425,7 @@ class ResilienceManager:
         )
         gates = (
             CooldownGate(self._cooldowns, resource),
-            BudgetGate(self._ledger, resource, lambda: budgets),
+            BudgetGate(self._ledger, resource, lambda: budgets, free=free),
             RateLimitGate(self._limiter, resource, lambda: rate_limit),
         )
         reporter = QuotaReporter(
@@ -539,7 +541,10 @@ class ResilienceManager:
             built = guards.get(provider.name)
             if built is None:
                 built = guards[provider.name] = self._build_guard(
-                    provider.name, provider_retry, concurrency=options.concurrency
+                    provider.name,
+                    provider_retry,
+                    concurrency=options.concurrency,
+                    free=not provider.cost and not provider.prices,
                 )
             return built
 
@@ -695,6 +700,23 @@ class ResilienceManager:
         connection.ensure_reachable(self._redis, self._url)
         self._check_shared_policies()
         self._freeze()
+
+    def _degraded_gaps(self, consumed: set[str]) -> list[str]:
+        """A worker that consumes a chain task's queue, where the chain can only serve by
+        moving work to the degraded queue, and no degraded queue: say so at start-up."""
+        warnings = []
+        for name, declaration in self._tasks.items():
+            chain = self._chains.get(declaration.resource)
+            if chain is None or not chain.degraded_only or declaration.queue not in consumed:
+                continue
+            degraded = degraded_queue(declaration.queue)
+            if degraded not in consumed:
+                warnings.append(
+                    f"task {name}: chain {chain.name!r} has only degraded providers, so its "
+                    f"work moves to queue {degraded!r}, which this worker does not consume; "
+                    f"start a worker with -Q {degraded}"
+                )
+        return warnings
 
     def _check_shared_policies(self) -> None:
         """One breaker policy per resource across teams: the breaker's state is shared, so two

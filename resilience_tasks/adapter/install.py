@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ from kombu.entity import Exchange, Queue
 
 from resilience_tasks.deferred import PumpThread
 from resilience_tasks.errors import ConfigurationError, StateUnavailableError
+
+logger = logging.getLogger(__name__)
 
 JSON_ONLY = {
     "task_serializer": "json",
@@ -204,3 +207,17 @@ def check_on_start(app: Celery, check: Callable[[], None]) -> None:
 
     signals.worker_init.connect(run_check, weak=False)
     signals.beat_init.connect(run_check, weak=False)
+
+
+def warn_on_ready(app: Celery, warnings: Callable[[set[str]], list[str]]) -> None:
+    """When a worker of ``app`` is ready, log each of ``warnings(queues it consumes)``."""
+
+    def run(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is not app:
+            return
+        consumer = getattr(sender, "task_consumer", None)
+        queues = {queue.name for queue in getattr(consumer, "queues", None) or ()}
+        for warning in warnings(queues):
+            logger.warning("resilience-tasks: %s", warning)
+
+    signals.worker_ready.connect(run, weak=False)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from resilience_tasks.errors import Defer, Degrade
+from resilience_tasks.fallback.scope import is_degraded
 from resilience_tasks.gate import Call, Gate
 from resilience_tasks.quota.policy import Budget, RateLimit, decide, utc_day
 from resilience_tasks.quota.storage import CooldownStore, FleetRateLimiter, SpendLedger
@@ -52,12 +53,16 @@ class BudgetGate(Gate):
         ledger: SpendLedger,
         resource: str,
         budgets: Callable[[], tuple[Budget | None, Budget | None]],
+        free: bool = False,
     ) -> None:
         self.resource = resource
         self._ledger = ledger
         self._budgets = budgets
+        self._free = free
 
     def _watched(self) -> list[tuple[str, Budget, str]]:
+        if self._free:  # a provider that costs nothing cannot overspend: it is where
+            return []  # an over-budget team is switched to
         team_budget, resource_budget = self._budgets()
         if team_budget is None and resource_budget is None:
             return []  # the common case: nothing to read, not even today's date
@@ -85,6 +90,8 @@ class BudgetGate(Gate):
             if decision.allowed:
                 continue
             delay = decision.retry_after + random.uniform(0, 60)
+            if decision.action == "degrade" and is_degraded():
+                continue  # already on the degraded path: the work runs there, cheaper
             if decision.action == "degrade":
                 raise Degrade(delay, f"over budget: {decision.reason}")
             raise Defer(delay, f"over budget: {decision.reason}")
