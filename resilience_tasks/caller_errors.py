@@ -20,13 +20,15 @@ BOUNDARY_ERRORS: tuple[type[BaseException], ...] = (TypeError,)
 
 def _code_of(func: Callable[..., Any]) -> Any:
     target: Any = func
-    for _ in range(8):  # unwrap bound methods, functools.wraps chains, Celery's task.run
+    for _ in range(8):  # unwrap bound methods, functools.wraps chains, task.run, callables
         code = getattr(target, "__code__", None)
         if code is not None:
             return code
         inner = getattr(target, "__func__", None) or getattr(target, "__wrapped__", None)
-        if inner is None:
-            return None
+        if inner is None:  # an instance with a ``__call__`` of Python code
+            inner = getattr(type(target), "__call__", None)
+            if getattr(inner, "__code__", None) is None:
+                return None
         target = inner
     return None
 
