@@ -26,7 +26,7 @@ def _code_of(func: Callable[..., Any]) -> Any:
             return code
         inner = getattr(target, "__func__", None) or getattr(target, "__wrapped__", None)
         if inner is None:  # an instance with a ``__call__`` of Python code
-            inner = getattr(type(target), "__call__", None)
+            inner = vars(type(target)).get("__call__")
             if getattr(inner, "__code__", None) is None:
                 return None
         target = inner
