@@ -26,7 +26,14 @@ def _code_of(func: Callable[..., Any]) -> Any:
             return code
         inner = getattr(target, "__func__", None) or getattr(target, "__wrapped__", None)
         if inner is None:  # an instance with a ``__call__`` of Python code
-            inner = vars(type(target)).get("__call__")
+            inner = next(
+                (
+                    vars(kind)["__call__"]
+                    for kind in type(target).__mro__
+                    if "__call__" in vars(kind)
+                ),
+                None,
+            )
             if getattr(inner, "__code__", None) is None:
                 return None
         target = inner
