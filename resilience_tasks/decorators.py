@@ -9,6 +9,7 @@ call, so functions can be decorated at import time, before the manager exists.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -109,6 +110,9 @@ def retry(
     at once instead of adding load to a dependency that is failing.
     """
     if policy is None:
+        unknown = set(policy_options) - {field.name for field in dataclasses.fields(RetryPolicy)}
+        if unknown:
+            raise ConfigurationError(f"RetryPolicy has no field(s): {', '.join(sorted(unknown))}")
         policy = RetryPolicy(max_attempts=max_attempts, **policy_options)
     elif not isinstance(policy, RetryPolicy):
         raise ConfigurationError(f"retry.policy must be a RetryPolicy, got {policy!r}")
