@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from resilience_tasks.testing.polling import wait_until
 from resilience_tasks.testing.processes import kill_group
@@ -633,7 +633,7 @@ class FaultServer:
         self.requests_limit, self.tokens_limit = requests_limit, tokens_limit
         self.startup_timeout = startup_timeout
         self._popen: subprocess.Popen[bytes] | None = None
-        self._log = Path(tempfile.mkstemp(prefix=f"rt-fault-{name}-", suffix=".log")[1])
+        self._log: Path | None = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     # addresses
@@ -661,7 +661,6 @@ class FaultServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
-        self._log.unlink(missing_ok=True)
 
     @property
     def alive(self) -> bool:
@@ -678,15 +677,22 @@ class FaultServer:
         argv += ["--tokens-limit", str(self.tokens_limit)]
         for key, value in self.fault.params.items():
             argv += ["--param", f"{key}={value!r}"]
-        with open(self._log, "ab") as log:
+        handle, path = tempfile.mkstemp(prefix=f"rt-fault-{self.name}-", suffix=".log")
+        self._log = Path(path)
+        with open(handle, "ab") as log:
             self._popen = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=log, start_new_session=True
             )
         addresses = json.loads(self._ready_line())
         self.port, self.control_port = addresses["port"], addresses["control_port"]
         if not wait_until(self._answers, self.startup_timeout):
-            raise RuntimeError(f"fault server {self.name} does not answer:\n{self.log()}")
+            self._fail("does not answer")
         return self
+
+    def _fail(self, what: str) -> NoReturn:
+        log = self.log()
+        self.kill()
+        raise RuntimeError(f"fault server {self.name} {what}:\n{log}")
 
     def _ready_line(self) -> str:
         assert self._popen is not None and self._popen.stdout is not None
@@ -695,12 +701,11 @@ class FaultServer:
         while b"\n" not in data:
             left = deadline - time.monotonic()
             if left <= 0:
-                self.kill()
-                raise RuntimeError(f"fault server {self.name} not ready in time:\n{self.log()}")
+                self._fail("is not ready in time")
             if select.select([fd], [], [], min(left, 0.5))[0]:
                 chunk = os.read(fd, 4096)
                 if not chunk:
-                    raise RuntimeError(f"fault server {self.name} exited:\n{self.log()}")
+                    self._fail("exited")
                 data += chunk
         return data.split(b"\n", 1)[0].decode()
 
@@ -719,17 +724,21 @@ class FaultServer:
             if self._popen.stdout is not None:
                 self._popen.stdout.close()
             self._popen = None
+        if self._log is not None:
+            self._log.unlink(missing_ok=True)
+            self._log = None
 
     def kill(self) -> None:
         """SIGKILL at once: the target vanishes mid-call, as a crashed provider does."""
         self.stop(grace=0.0)
 
     def log(self, lines: int = 40) -> str:
-        """The last lines the process wrote to stderr."""
+        """The last lines the running process wrote to stderr."""
         try:
-            return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+            text = self._log.read_text(errors="replace") if self._log is not None else ""
         except OSError:
             return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     # control
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
