@@ -135,12 +135,24 @@ def openai_chat(
     }
 
     if not asynchronous:
-        sync = client if isinstance(client, openai.OpenAI) else openai.OpenAI(**settings)
+        own = client if isinstance(client, openai.OpenAI) else None
+        per_process: dict[int, openai.OpenAI] = {}
+
+        def sync_client() -> openai.OpenAI:
+            # Opened on first use in each process: a prefork worker never inherits its parent's
+            # connections.
+            if own is not None:
+                return own
+            pid = os.getpid()
+            if pid not in per_process:
+                per_process.clear()
+                per_process[pid] = openai.OpenAI(**settings)
+            return per_process[pid]
 
         def complete(prompt: Prompt, **create_kwargs: Any) -> str:
             create_kwargs.setdefault("model", model)
             try:
-                raw = sync.chat.completions.with_raw_response.create(
+                raw = sync_client().chat.completions.with_raw_response.create(
                     messages=_messages(prompt),  # type: ignore[arg-type]
                     **create_kwargs,
                 )
