@@ -10,10 +10,13 @@ exceptions that never reach a user unless something is misused::
     ├── RateLimitedError   the provider refused the call for quota (HTTP 429): wait, not failure
     ├── MalformedMessageError   a stored message cannot be decoded; it is dead-lettered
     ├── OutsideTaskError (also RuntimeError)   report_usage/report_quota outside a task's body
-    └── DeadLetteredError   the work was moved to the dead-letter store; the reason says why
+    ├── DeadLetteredError   the work was moved to the dead-letter store; the reason says why
+    ├── ProvidersExhaustedError (fallback.chain)   no provider or protocol of a chain could serve
+    ├── MCPToolError (providers.mcp_tools)   an MCP tool answered an error
+    └── EmptyCompletionError (providers.openai_chat)   a chat completion held no text
 
     Defer   (control)   "do not run this now; put it in the deferred store until ``delay`` passes"
-    └── Degrade         "do not run this here; take the degraded path" (e.g. over budget)
+    └── Degrade         "do not run this here: move to the degraded queue" (no provider, budget)
 
 ``DeadLetteredError`` is what a caller's ``AsyncResult.get()`` raises for dead-lettered work,
 so it must stay importable by module path and constructible from a single message string.
@@ -135,6 +138,7 @@ class Defer(Exception):
 class Degrade(Defer):
     """Control signal: this work should take the resource's degraded path; ``reason`` says why.
 
-    A ``Defer`` too: until a degraded path is configured for the task, the work waits ``delay``
-    seconds in the deferred store instead, with the reason recorded.
+    A task that raises it (or whose chain or budget does) moves, under the same task id and with
+    its bookkeeping, to its queue's degraded queue (``<queue>.degraded``), served by degraded
+    workers; work already there waits ``delay`` seconds in the deferred store instead.
     """

@@ -63,6 +63,8 @@ def test_the_testing_harness_exports() -> None:
     assert testing.__all__ == [
         "CeleryProcess",
         "CommandMonitor",
+        "FaultServer",
+        "FaultStats",
         "HTTPDependency",
         "Mode",
         "MonitorSummary",
