@@ -10,7 +10,7 @@ import pytest
 import redis
 from celery import Celery
 
-from resilience_tasks import BreakerPolicy, ResilienceManager, RetryPolicy
+from resilience_tasks import BreakerPolicy, ResilienceManager, RetryPolicy, is_degraded
 from resilience_tasks.quota.policy import RateLimit
 from resilience_tasks.quota.provider import RateLimitedError
 from resilience_tasks.quota.report import report_quota, report_usage
@@ -114,13 +114,12 @@ def test_usage_spend_and_quota_are_recorded(
     assert manager.quota(resource)["remaining_tokens"] == 9000.0
 
 
-@pytest.mark.parametrize("on_exceed", ["defer", "degrade"])
 def test_a_team_over_budget_is_stopped_before_the_call(
-    manager: ResilienceManager, worker: Start, unique: str, on_exceed: str
+    manager: ResilienceManager, worker: Start, unique: str
 ) -> None:
     resource = f"llm-{unique}"
     manager.resource(resource, prices={"requests": 0.5})
-    manager.budget("$1/day", on_exceed=on_exceed)  # type: ignore[arg-type]
+    manager.budget("$1/day")
     calls: list[int] = []
 
     @manager.task(resource=resource)
@@ -138,6 +137,33 @@ def test_a_team_over_budget_is_stopped_before_the_call(
         f"over budget: team {manager.team} spent $1.00 of its $1/day budget today"
     )
     assert calls == [1, 2]
+
+
+def test_over_budget_work_with_on_exceed_degrade_runs_on_the_degraded_queue(
+    manager: ResilienceManager, worker: Start, unique: str
+) -> None:
+    resource = f"llm-{unique}"
+    manager.resource(resource, prices={"requests": 0.5})
+    manager.budget("$1/day", on_exceed="degrade")
+    runs: list[tuple[int, bool, str]] = []
+
+    @manager.task(resource=resource, bind=True)
+    def complete(self: Any, n: int) -> int:
+        runs.append((n, is_degraded(), self.request.delivery_info["routing_key"]))
+        if not is_degraded():
+            report_usage(requests=1)  # the degraded path spends nothing here
+        return n
+
+    worker()  # consumes every declared queue, the degraded one included
+    assert complete.delay(1).get(timeout=15) == 1
+    assert complete.delay(2).get(timeout=15) == 2  # now $1.00 spent
+    assert complete.delay(3).get(timeout=15) == 3  # moved, same id, and served degraded
+    assert runs == [
+        (1, False, resource),
+        (2, False, resource),
+        (3, True, f"{resource}.degraded"),
+    ]
+    assert manager.spent() == pytest.approx(1.0)
 
 
 def test_a_task_that_waited_on_its_limit_50_times_still_succeeds(
