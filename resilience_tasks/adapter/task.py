@@ -49,6 +49,13 @@ def degraded_queue(queue: str) -> str:
     return queue if queue.endswith(DEGRADED_SUFFIX) else queue + DEGRADED_SUFFIX
 
 
+def normal_queue(queue: str | None) -> str | None:
+    """The queue whose degraded queue is ``queue`` (``queue`` itself if it is not one)."""
+    if queue is None or not queue.endswith(DEGRADED_SUFFIX):
+        return queue
+    return queue[: -len(DEGRADED_SUFFIX)]
+
+
 @dataclass(frozen=True)
 class TaskRuntime:
     """Everything a resilient task needs at run time, built once when it is declared."""
@@ -111,6 +118,8 @@ class ResilientTask(Task):  # type: ignore[misc]
             if isinstance(wait, Degrade) and not degraded:
                 self._state_write(self._move_degraded, message)
             else:
+                if degraded:  # it comes back to its normal queue: the normal providers first
+                    message = replace(message, queue=normal_queue(message.queue), degraded=False)
                 self._state_write(self._defer, message, wait)
         except DeadLetteredError as dead:
             self._state_write(

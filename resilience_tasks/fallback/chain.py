@@ -499,6 +499,11 @@ class ProviderChain:
         if not call.in_task:
             return None
         reason = f"{self.name}: no provider could serve ({call.summary()})"
+        if call.degraded:  # the work goes back to its normal queue, paced by the first choice
+            normal = [p for p in self._by_cost if not p.degraded]
+            if normal:
+                call.note(f"queue: back to the normal queue, parked on {normal[0].name}")
+                return Defer(self.queue_delay, reason, park_on=normal[0].name)
         for _, refused in call.refusals:
             if refused.park_on is not None:
                 call.note(f"queue: parked on {refused.park_on}'s breaker")

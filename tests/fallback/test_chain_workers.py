@@ -126,13 +126,23 @@ def test_both_down_work_moves_to_the_degraded_queue_and_only_degraded_workers_se
         ) as b:
             b.worker("degraded", queues=[f"{chain}.degraded"], concurrency=2, ready=live.app)
             answers = results(pending)
+
+            # The degraded provider goes down too: the work waits, back on its normal queue,
+            # and the first normal provider to return serves it under its own id.
+            fault["local"].set("down")
+            waiting = live.answer.delay("while everything is down")
+            assert wait_until(lambda: waiting.state == "DEFERRED", timeout=60), waiting.state
+            fault["primary"].set("healthy")
+            back = waiting.get(timeout=90)
+            assert back["provider"] == f"{chain}-primary" and back["role"] == "normal"
+            assert not back["degraded"] and not back["stale"]
     for record, result in zip(answers, pending, strict=True):
         assert record["provider"] == f"{chain}-local"
         assert record["degraded"] is True and record["role"] == "degraded"
         assert record["text"].startswith("local: ")
         assert result.id  # the same task id the caller holds resolved
         assert live.manager.served(result.id)[-1].provider == f"{chain}-local"
-    assert fault["local"].stats().requests == 12
+    assert fault["local"].stats().outcomes.get("ok") == 12
 
 
 def test_everything_down_serves_the_stale_answer_or_waits_per_the_chain(
