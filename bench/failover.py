@@ -28,7 +28,7 @@ CONCURRENCY = 4
 
 @dataclass
 class Cycle:
-    killed: float  # time.time() once the fault held
+    killed: float  # time.time() when the fault was asked for
     healed: float  # time.time() once the primary was healthy again
     stats: int  # requests the primary's server saw while faulty (none while down)
 
