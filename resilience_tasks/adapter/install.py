@@ -190,6 +190,9 @@ def pump_in_workers(app: Celery, name: str, pump: Callable[[], object], interval
         def stop(self, worker: Any) -> None:
             self._thread.stop()
 
+        def terminate(self, worker: Any) -> None:  # a cold shutdown stops it too
+            self._thread.stop()
+
     DeferredPump.name = name
     app.steps["worker"].add(DeferredPump)
 

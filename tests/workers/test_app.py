@@ -48,7 +48,8 @@ def test_app_and_beat_schedule_import_outside_the_repository(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "1.0",
-        "['celery', 'http.example', 'http.json', 'resilience.control.importer']",
+        "['celery', 'http.example', 'http.example.degraded', 'http.json', 'http.json.degraded',"
+        " 'resilience.control.importer']",
     ]
 
 
