@@ -124,3 +124,27 @@ def slow_call(n: int) -> int:
     finally:
         probe.decr(f"{PREFIX}:inside")
     return n
+
+
+# -- a chain with only a degraded provider: its work always moves to the degraded queue --------
+
+LOCAL_ONLY = f"{CHAIN}-localonly"
+local_only = manager.providers(
+    LOCAL_ONLY,
+    [
+        openai_chat(
+            f"{CHAIN}-local-only",
+            model="fault-chat",
+            base_url=os.environ["TEST_LOCAL_URL"],
+            api_key="test",
+            timeout=5.0,
+            degraded=True,
+        )
+    ],
+)
+
+
+@manager.task(resource=LOCAL_ONLY, name=f"{CHAIN}.local_only")
+def ask_local(prompt: str) -> str:
+    text: str = local_only(prompt)
+    return text

@@ -221,3 +221,22 @@ def results_ready(pending: list[AsyncResult], timeout: float = 120) -> list[Asyn
         r.id: r.state for r in pending if not r.ready()
     }
     return pending
+
+
+def test_a_worker_without_the_degraded_queue_of_a_degraded_only_chain_warns_at_start(
+    fault: dict[str, FaultServer], prefix: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = chain_env(prefix, unique, fault)
+    live = import_app_module("tests.apps.chain_app", env, monkeypatch)
+    with Supervisor("tests.apps.chain_app", env=env, cwd=ROOT) as fleet:
+        lonely = fleet.worker("lonely", queues=[live.LOCAL_ONLY], concurrency=1, ready=live.app)
+        assert wait_until(lambda: "has only degraded providers" in lonely.output(), timeout=30)
+        assert f"-Q {live.LOCAL_ONLY}.degraded" in lonely.output()
+        both = fleet.worker(
+            "both",
+            queues=[live.LOCAL_ONLY, f"{live.LOCAL_ONLY}.degraded"],
+            concurrency=1,
+            ready=live.app,
+        )
+        assert live.ask_local.delay("hi").get(timeout=60) == "local: hi"
+        assert "has only degraded providers" not in both.output()
