@@ -121,8 +121,12 @@ def retry(
     budget = _Budget(resource, manager)
     chosen = policy
 
-    def allowed(error: BaseException) -> bool:
-        if not isinstance(error, chosen.retry_on):
+    def allowed(state: tenacity.RetryCallState) -> bool:
+        assert state.outcome is not None
+        error = state.outcome.exception()
+        if error is None or not isinstance(error, chosen.retry_on):
+            return False
+        if state.attempt_number >= chosen.max_attempts:  # no retry left to ask the budget for
             return False
         fleet = budget.get()
         if fleet is None or fleet.withdraw():
@@ -134,6 +138,8 @@ def retry(
         assert state.outcome is not None
         error = state.outcome.exception()
         if error is None or not isinstance(error, chosen.retry_on):
+            return False
+        if state.attempt_number >= chosen.max_attempts:
             return False
         fleet = budget.get()
         if fleet is None:
@@ -175,7 +181,7 @@ def retry(
             for attempt in tenacity.Retrying(
                 stop=stop,
                 wait=chosen.tenacity_wait(),
-                retry=tenacity.retry_if_exception(allowed),
+                retry=allowed,
                 reraise=True,
             ):
                 with attempt:

@@ -161,13 +161,7 @@ class TaskGuard:
             before=from_the_first_attempt,
             stop=out_of_attempts | tenacity.stop_before_delay(self.retry.in_process_budget),
             wait=self.retry.tenacity_wait(),
-            retry=tenacity.retry_if_exception(
-                lambda error: (
-                    error is not run.caller_error
-                    and self._retryable(error)
-                    and self._budget_allows(error)
-                )
-            ),
+            retry=lambda state: self._should_retry(state, run, out_of_attempts),
             retry_error_callback=lambda state: self._leave_worker(state, run, out_of_attempts),
             sleep=self._sleep,
             reraise=True,
@@ -224,6 +218,19 @@ class TaskGuard:
 
     def _retryable(self, error: BaseException) -> bool:
         return isinstance(error, self.retry.retry_on) and not isinstance(error, self._not_retryable)
+
+    def _should_retry(
+        self, state: tenacity.RetryCallState, run: _Run, out_of_attempts: tenacity.stop.stop_base
+    ) -> bool:
+        """Whether to try again: a retryable error, attempts left, and the fleet's retry budget
+        asked last (only for a retry that would really be made)."""
+        assert state.outcome is not None  # tenacity asks after an attempt
+        error = state.outcome.exception()
+        if error is None or error is run.caller_error or not self._retryable(error):
+            return False
+        if out_of_attempts(state):  # the run ends here: the last error stands
+            return False
+        return self._budget_allows(error)
 
     def _budget_allows(self, error: BaseException) -> bool:
         """The fleet retry budget's say on one more attempt: a refused retry is not made, and

@@ -197,3 +197,18 @@ def test_a_decorated_function_and_a_task_share_the_breaker(
         # ...and runs once the breaker lets a trial through.
         assert waiting.get(timeout=60) == 7
     assert live.manager.breaker(resource).current_state == "closed"
+
+
+def test_an_exhausted_retry_asks_the_budget_only_for_retries_it_makes(
+    default: ResilienceManager, unique: str
+) -> None:
+    resource = f"count-{unique}"
+
+    @retry(max_attempts=2, resource=resource, initial=0.0, maximum=0.0, jitter=0.0)
+    def down() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        down()
+    balance = default._retry_budget_for(resource).balance()
+    assert balance["calls"] == 1 and balance["retries"] == 1

@@ -130,6 +130,17 @@ class _Charged:
         return provider.fn(*args, **kwargs)
 
 
+class _InThread:
+    """A synchronous provider called from ``async`` code: it runs in a worker thread, so it
+    cannot block the event loop (the guard awaits what this returns)."""
+
+    def __init__(self, func: _Charged) -> None:
+        self.__wrapped__ = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return asyncio.to_thread(self.__wrapped__, *args, **kwargs)
+
+
 class ProviderChain:
     """A chain of providers declared with ``manager.providers``; call it like a function.
 
@@ -294,10 +305,10 @@ class ProviderChain:
     ) -> Answer | None:
         call.tried.add(provider.name)
         guard = self._guard(provider)
+        charged = _Charged(provider, call)
+        func = charged if provider.is_async else _InThread(charged)
         try:
-            value = await async_attempt.run(
-                guard, Call(call.args, call.kwargs), _Charged(provider, call)
-            )
+            value = await async_attempt.run(guard, Call(call.args, call.kwargs), func)
         except Exception as error:
             self._missed(provider, call, error)
             return None

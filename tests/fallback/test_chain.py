@@ -338,3 +338,32 @@ def test_async_hedging_cancels_the_loser(
         assert any("hedged call cancelled" in step for step in record.steps)
     finally:
         slow.set("slow_tail", fraction=0.25, delay=4.0)
+
+
+def test_an_async_call_runs_a_synchronous_provider_off_the_event_loop(
+    manager: ResilienceManager,
+) -> None:
+    def blocking(prompt: str) -> str:
+        time.sleep(0.5)
+        return f"sync: {prompt}"
+
+    chat = manager.providers("chat", [Provider("blocking", blocking)])
+
+    async def main() -> tuple[str, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        running = asyncio.ensure_future(ticker())
+        try:
+            return await chat.acall("a"), ticks
+        finally:
+            running.cancel()
+
+    text, ticks = asyncio.run(main())
+    assert text == "sync: a"
+    assert ticks > 5  # the loop kept turning while the provider slept
