@@ -3,9 +3,12 @@
 It starts a small HTTP dependency on loopback, a Celery worker in this process and the deferred
 pump, then walks through an outage: healthy calls, in-process retries, the breaker tripping,
 work deferred instead of failed or blocking, half-open trials, recovery with every caller's
-``AsyncResult`` resolving, a task that waited too long ending in the dead-letter store, and a
-fleet rate limit. It then accounts for every task it sent from the outcomes it collected, and
-exits non-zero if any is unaccounted for: the closing line is a measurement, not a slogan.
+``AsyncResult`` resolving, a task that waited too long ending in the dead-letter store, a
+fleet rate limit, and a provider chain over three OpenAI-compatible servers (its own
+subprocesses, called with the official ``openai`` client) failing over to a backup, to a
+degraded model and to a stale answer, and back. It then accounts for every task it sent from
+the outcomes it collected, and exits non-zero if any is unaccounted for: the closing line is a
+measurement, not a slogan.
 
 With ``--redis-url`` (or ``RESILIENCE_REDIS_URL``) it runs on that Redis for broker, results
 and state, under a key prefix and queue names of its own run, and removes them afterwards.
@@ -17,7 +20,9 @@ running. The tests never use the emulation; they run against a real Redis and re
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import signal
 import sys
 import threading
 import time
@@ -25,10 +30,11 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from celery import Celery
@@ -43,13 +49,18 @@ from resilience_tasks import (
     RateLimit,
     RateLimitedError,
     ResilienceManager,
+    ResourceType,
     RetryPolicy,
+    Served,
     StateUnavailableError,
     __version__,
+    served,
 )
+from resilience_tasks.adapter.task import DEFERRED, degraded_queue
 from resilience_tasks.deferred import PumpThread
 from resilience_tasks.state import connection
 from resilience_tasks.state.connection import STATE_URL_ENV
+from resilience_tasks.testing.polling import wait_until
 
 #: Exit statuses, also listed in ``--help``.
 EXIT_OK, EXIT_LOST, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -99,6 +110,19 @@ class Dependency:
 RETURNED, FAILED_BY_POLICY, DEAD_LETTERED = "returned", "failed as its policy says", "dead-lettered"
 ACCOUNTED = (RETURNED, FAILED_BY_POLICY, DEAD_LETTERED)
 
+#: How a returned task's chain call was answered, when not by the provider it asked first.
+BY_BACKUP, DEGRADED, STALE = "by a backup provider", "degraded", "stale, from the cache"
+PROVENANCE = (BY_BACKUP, DEGRADED, STALE)
+
+
+def provenance(record: Served) -> str | None:
+    """The account's name for how ``record`` was answered; None for the first provider."""
+    if record.stale:
+        return STALE
+    if record.degraded:
+        return DEGRADED
+    return BY_BACKUP if record.protocol in ("switch_provider", "hedge") else None
+
 
 @dataclass
 class Sent:
@@ -109,6 +133,9 @@ class Sent:
     policy_failure: type[BaseException] | None = None
     outcome: str | None = None
     detail: str = ""
+    value: Any = None
+    #: What served the task's last chain call (tasks that call no chain have none).
+    served: Served | None = None
 
 
 class Tally:
@@ -144,8 +171,10 @@ class Tally:
             return entry
         timeout = self.patience
         try:
-            entry.detail = str(entry.result.get(timeout=timeout))
-            entry.outcome = RETURNED
+            entry.value = entry.result.get(timeout=timeout, interval=0.02)
+            entry.detail, entry.outcome = str(entry.value), RETURNED
+            records = self.manager.served(entry.result.id)
+            entry.served = records[-1] if records else None
         except DeadLetteredError as error:
             record = self.manager.dead_letter(entry.result.id)
             if record is None:
@@ -171,6 +200,14 @@ class Tally:
     def count(self, outcome: str) -> int:
         return sum(1 for entry in self.sent if entry.outcome == outcome)
 
+    def answered(self, how: str) -> int:
+        """Returned tasks whose chain call was answered ``how`` (``PROVENANCE``)."""
+        return sum(
+            1
+            for entry in self.sent
+            if entry.outcome == RETURNED and entry.served and provenance(entry.served) == how
+        )
+
     @property
     def lost(self) -> list[Sent]:
         return [entry for entry in self.sent if entry.outcome not in ACCOUNTED]
@@ -186,6 +223,7 @@ class Setup:
     where: str
     queue: Callable[[str], str]
     cleanup: Callable[[Sequence[str]], None]
+    run: str
 
 
 def embedded_setup(run: str) -> Setup:
@@ -204,7 +242,7 @@ def embedded_setup(run: str) -> Setup:
         f"demo-{run}", app=app, redis_client=fakeredis.FakeRedis(), pump_interval=0.2
     )
     where = "embedded: in-memory broker, in-process Redis emulation"
-    return Setup(app, manager, where, queue=lambda name: name, cleanup=lambda ids: None)
+    return Setup(app, manager, where, queue=lambda name: name, cleanup=lambda ids: None, run=run)
 
 
 def redis_setup(url: str, run: str) -> Setup:
@@ -240,6 +278,7 @@ def redis_setup(url: str, run: str) -> Setup:
         f"Redis at {connection.redact(url)}, run {run}",
         lambda name: f"{name}.{run}",
         cleanup,
+        run,
     )
 
 
@@ -255,6 +294,190 @@ def running(app: Celery, manager: ResilienceManager) -> Iterator[None]:
         PumpThread(manager.pump, 0.2),
     ):
         yield
+
+
+# -- provider chains -------------------------------------------------------------------------------
+
+#: What the provider-chain chapter needs beyond the core: the fault servers run on the MCP SDK
+#: and uvicorn, and the chain calls them with the official openai client (the demo extra).
+CHAIN_PACKAGES = ("openai", "mcp", "uvicorn")
+
+#: The chain's providers: who, dollars per call, and whether their answers are degraded.
+CHAIN_PROVIDERS = (("primary", 0.01, False), ("backup", 0.02, False), ("local", 0.0, True))
+
+#: Small breakers, so that the walk-through trips and recovers in seconds.
+CHAIN_BREAKER = BreakerPolicy(fail_max=2, reset_timeout=1.5)
+
+#: The question asked while everything is healthy, and again once everything is down.
+KNOWN_QUESTION = "what does a circuit breaker do?"
+
+
+def chain_packages_missing() -> list[str]:
+    """The packages of ``CHAIN_PACKAGES`` this Python cannot import."""
+    missing = []
+    for name in CHAIN_PACKAGES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+class ChainChapter:
+    """A provider chain over three fault servers (real HTTP, the official openai client),
+    walked through its providers failing one by one and coming back.
+
+    Declared before the worker starts, so that the worker consumes the chain task's queue and
+    its degraded queue; a deployment runs separate degraded workers beside the degraded
+    provider (``-Q <queue>.degraded``).
+    """
+
+    def __init__(self, setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
+        from resilience_tasks.testing.fault_server import FaultServer
+
+        self.setup, self.tally, self.say = setup, tally, say
+        self.servers = {name: FaultServer(name) for name, _, _ in CHAIN_PROVIDERS}
+        self.queue = setup.queue("demo.chat")
+        self.name = f"chat-{setup.run}"
+
+    def start(self) -> None:
+        """Start the fault servers (side by side: each is a process that takes a second to
+        listen), then declare the chain and its task on their addresses."""
+        from resilience_tasks.providers import openai_chat
+        from resilience_tasks.testing.fault_server import MODEL
+
+        with ThreadPoolExecutor(len(self.servers)) as pool:
+            for started in [pool.submit(server.start) for server in self.servers.values()]:
+                started.result()
+        self.chat = self.setup.manager.providers(
+            self.name,
+            [
+                openai_chat(
+                    name,
+                    model=MODEL,
+                    base_url=self.servers[name].openai_base_url,
+                    api_key="demo",
+                    timeout=5.0,
+                    cost=cost,
+                    degraded=degraded,
+                    breaker=CHAIN_BREAKER,
+                )
+                for name, cost, degraded in CHAIN_PROVIDERS
+            ],
+            resource_type=ResourceType.API_QUOTA,
+            cache_ttl=600,
+            queue_delay=1.0,
+        )
+        chat = self.chat
+
+        @self.setup.manager.task(resource=self.name, queue=self.queue, bind=True)
+        def answer(task: Any, question: str) -> dict[str, Any]:
+            text = chat(question)
+            record = served()  # what answered the chain call just made
+            return {
+                "text": text,
+                **(record.as_dict() if record is not None else {}),
+                "queue": (task.request.delivery_info or {}).get("routing_key"),
+            }
+
+        self.task = answer
+
+    @property
+    def addresses(self) -> str:
+        return ", ".join(
+            f"{name} {server.openai_base_url}" for name, server in self.servers.items()
+        )
+
+    def stop(self) -> None:
+        with ThreadPoolExecutor(len(self.servers)) as pool:
+            for server in self.servers.values():
+                pool.submit(server.stop)
+
+    def ask(self, question: str, step: str) -> Sent:
+        return self.tally.settle(self.tally.send(self.task, question, label=f"{step}: {question}"))
+
+    def walk(self) -> None:
+        say, servers, manager = self.say, self.servers, self.setup.manager
+        degraded = degraded_queue(self.queue)
+        say(
+            f"7. A provider chain, {self.name}: three OpenAI-compatible servers on loopback, "
+            f"called with the"
+        )
+        say(
+            "   official openai client, cheapest first: primary ($0.01 a call), backup ($0.02) "
+            "and a free local"
+        )
+        say(
+            f"   model whose answers are degraded. Degraded work moves to queue {degraded}; "
+            f"this worker"
+        )
+        say(
+            "   consumes it too (a deployment runs separate degraded workers). Who answered, "
+            "and how:"
+        )
+
+        first = self.ask(KNOWN_QUESTION, "healthy")
+        say(f"   healthy: {answered([first])}")
+
+        servers["primary"].set("errors", rate=1.0, status=503)
+        servers["primary"].reset()
+        failover = [self.ask(f"question {n}", "primary 503") for n in range(5)]
+        say(
+            f"   primary answers 503: {answered(failover)}; requests that reached the primary: "
+            f"{servers['primary'].stats().requests} (fail_max {CHAIN_BREAKER.fail_max})"
+        )
+
+        servers["backup"].set("down")
+        moved = [self.ask(f"question {n}", "backup down") for n in range(5, 8)]
+        there = sum(1 for entry in moved if value(entry, "queue") == degraded)
+        say(
+            f"   backup down too: {answered(moved)}; {there}/{len(moved)} run from {degraded} "
+            f"under their own task ids"
+        )
+
+        servers["local"].set("down")
+        stale = self.ask(KNOWN_QUESTION, "all down")
+        waiting = self.tally.send(self.task, "a new question", label="all down: a new question")
+        wait_until(lambda: waiting.result.state == DEFERRED, OUTCOME_TIMEOUT, interval=0.02)
+        say(
+            f"   everything down: the first question again: {answered([stale])}; a new one: "
+            f"{waiting.result.state} (deferred depth {manager.deferred_count()})"
+        )
+
+        # The new question waits parked on the primary's breaker: its first trial serves it.
+        recovered = time.monotonic()
+        servers["primary"].set("healthy")
+        self.tally.settle(waiting)
+        took = time.monotonic() - recovered
+        back = [self.ask(f"question {n}", "recovery") for n in range(8, 11)]
+        say(
+            f"   primary back: the waiting task resolves under its id in {took:.1f}s: "
+            f"{answered([waiting])}; the next {len(back)}: {answered(back)}"
+        )
+
+
+def value(entry: Sent, field: str) -> Any:
+    """A field of what a chain task returned (None for a task that did not return)."""
+    return entry.value.get(field) if isinstance(entry.value, dict) else None
+
+
+def answered(entries: Sequence[Sent]) -> str:
+    """Who answered ``entries`` and how, from what each task returned:
+    ``5/5 by backup (switch_provider)``, ``1/1 by primary (cache; stale, 3s old)``."""
+    kinds: dict[str, int] = {}
+    for entry in entries:
+        if entry.outcome != RETURNED:
+            kind = entry.outcome or "no outcome"
+        else:
+            flags = [name for name in ("degraded", "stale") if value(entry, name)]
+            if value(entry, "stale"):
+                flags.append(f"{value(entry, 'age') or 0:.0f}s old")
+            how = str(value(entry, "protocol")) + (f"; {', '.join(flags)}" if flags else "")
+            kind = f"by {value(entry, 'provider')} ({how})"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return "; ".join(f"{count}/{len(entries)} {kind}" for kind, count in kinds.items())
 
 
 # -- the tour --------------------------------------------------------------------------------------
@@ -301,8 +524,11 @@ def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
         return n
 
     breaker = manager.breaker("demo.search-api")
-    say(f"resilience-tasks demo ({setup.where})\ndependency: {dependency.url}\n")
-    try:
+    with ExitStack() as stack:
+        stack.callback(dependency.close)
+        chapter = chain_chapter(setup, tally, say, stack)
+        say(f"resilience-tasks demo ({setup.where})\ndependency: {dependency.url}")
+        say(f"providers: {chapter.addresses}\n" if chapter is not None else "")
         with running(app, manager):
             say("1. Healthy dependency: five tasks through the breaker.")
             for n in range(5):
@@ -406,8 +632,28 @@ def tour(setup: Setup, tally: Tally, say: Callable[[str], None]) -> None:
                 f"During the outage {1 + len(waiting)} tasks were sent and {outage_hits} calls "
                 f"reached the dead dependency.\n"
             )
-    finally:
-        dependency.close()
+            if chapter is None:
+                say(
+                    f"7. Provider chains: skipped, they need {', '.join(chain_packages_missing())}"
+                    f": pip install 'resilience-tasks[demo]'\n"
+                )
+            else:
+                chapter.walk()
+                tally.settle_all()
+                say("")
+
+
+def chain_chapter(
+    setup: Setup, tally: Tally, say: Callable[[str], None], stack: ExitStack
+) -> ChainChapter | None:
+    """The provider-chain chapter, its fault servers started (and stopped with ``stack``), or
+    None when its packages are missing."""
+    if chain_packages_missing():
+        return None
+    chapter = ChainChapter(setup, tally, say)
+    stack.callback(chapter.stop)
+    chapter.start()
+    return chapter
 
 
 def account(tally: Tally, left_waiting: int) -> list[str]:
@@ -416,6 +662,7 @@ def account(tally: Tally, left_waiting: int) -> list[str]:
     lines = [
         f"sent: {len(tally.sent)}",
         f"returned: {tally.count(RETURNED)}",
+        *(f"  of them {how}: {tally.answered(how)}" for how in PROVENANCE if tally.answered(how)),
         f"failed as their retry policy says: {tally.count(FAILED_BY_POLICY)}",
         f"dead-lettered: {tally.count(DEAD_LETTERED)}",
         f"left waiting in the deferred store: {left_waiting}",
@@ -435,8 +682,9 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Walk through an outage of a local HTTP dependency with resilient Celery tasks: "
-            "retries, the fleet breaker, deferred work, recovery, the dead-letter store and a "
-            "fleet rate limit; then account for every task sent."
+            "retries, the fleet breaker, deferred work, recovery, the dead-letter store, a "
+            "fleet rate limit and a provider chain failing over; then account for every task "
+            "sent."
         ),
         epilog=(
             f"Without --redis-url or {STATE_URL_ENV} the demo runs embedded (in-memory broker, "
@@ -484,6 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return problem[0]
     setup = redis_setup(url, run) if url is not None else embedded_setup(run)
     tally = Tally(setup.manager)
+    if threading.current_thread() is threading.main_thread():
+        # A terminated demo unwinds like an interrupted one: its servers stop, its keys go.
+        signal.signal(signal.SIGTERM, terminated)
     try:
         tour(setup, tally, say)
         left_waiting = setup.manager.deferred_count()
@@ -498,6 +749,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in lines:
         print(f"  {line}", flush=True)
     return EXIT_OK if not tally.lost and left_waiting == 0 else EXIT_LOST
+
+
+def terminated(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
 
 
 def unusable(url: str, origin: str) -> tuple[int, str] | None:
