@@ -183,10 +183,6 @@ class ProviderChain:
         return f"ProviderChain({self.name!r}: {names})"
 
     @property
-    def has_degraded(self) -> bool:
-        return any(provider.degraded for provider in self.providers)
-
-    @property
     def degraded_only(self) -> bool:
         return all(provider.degraded for provider in self.providers)
 
@@ -252,8 +248,12 @@ class ProviderChain:
         """Who may serve this call here, cheapest first: on the degraded queue only degraded
         providers, elsewhere only normal ones of the asked quality."""
         if call.degraded:
-            return [p for p in self._by_cost if p.degraded]
+            return self._degraded_for(call)
         return [p for p in self._by_cost if not p.degraded and p.quality >= call.min_quality]
+
+    def _degraded_for(self, call: ChainCall) -> list[Provider]:
+        """The degraded providers that meet the call's minimum quality, cheapest first."""
+        return [p for p in self._by_cost if p.degraded and p.quality >= call.min_quality]
 
     def _to_try(self, call: ChainCall) -> list[Provider]:
         candidates = [p for p in self.candidates(call) if p.name not in call.tried]
@@ -449,21 +449,21 @@ class ProviderChain:
     def degrade_plan(self, call: ChainCall) -> str:
         """``move`` (to the degraded queue), ``here`` (call degraded providers now) or
         ``skip``."""
-        if call.degraded or not self.has_degraded:
+        if call.degraded or not self._degraded_for(call):
             return "skip"
         if call.in_task and not self.degrade_in_place:
             return "move"
         return "here"
 
     def try_degraded(self, call: ChainCall) -> Answer | None:
-        for provider in (p for p in self._by_cost if p.degraded):
+        for provider in self._degraded_for(call):
             answer = self.attempt(provider, call, "degrade")
             if answer is not None:
                 return answer
         return None
 
     async def try_degraded_async(self, call: ChainCall) -> Answer | None:
-        for provider in (p for p in self._by_cost if p.degraded):
+        for provider in self._degraded_for(call):
             answer = await self.attempt_async(provider, call, "degrade")
             if answer is not None:
                 return answer
@@ -511,7 +511,9 @@ class ProviderChain:
             return None
         reason = f"{self.name}: no provider could serve ({call.summary()})"
         if call.degraded:  # the work goes back to its normal queue, paced by the first choice
-            normal = [p for p in self._by_cost if not p.degraded]
+            normal = [
+                p for p in self._by_cost if not p.degraded and p.quality >= call.min_quality
+            ]
             if normal:
                 call.note(f"queue: back to the normal queue, parked on {normal[0].name}")
                 return Defer(self.queue_delay, reason, park_on=normal[0].name)

@@ -367,3 +367,14 @@ def test_an_async_call_runs_a_synchronous_provider_off_the_event_loop(
     text, ticks = asyncio.run(main())
     assert text == "sync: a"
     assert ticks > 5  # the loop kept turning while the provider slept
+
+
+def test_a_minimum_quality_holds_on_the_degraded_path_too(
+    manager: ResilienceManager, deps: dict[str, Dependency]
+) -> None:
+    chat = manager.providers("chat", three(deps), retry=RetryPolicy.none())
+    deps["pricey"].error = ConnectionError("down")
+    with pytest.raises(ProvidersExhaustedError):
+        chat.at_least(2)("a")  # the free local model (quality 0) may not answer it
+    assert deps["local"].calls == 0
+    assert chat("b") == "cheap: b"
