@@ -511,9 +511,7 @@ class ProviderChain:
             return None
         reason = f"{self.name}: no provider could serve ({call.summary()})"
         if call.degraded:  # the work goes back to its normal queue, paced by the first choice
-            normal = [
-                p for p in self._by_cost if not p.degraded and p.quality >= call.min_quality
-            ]
+            normal = [p for p in self._by_cost if not p.degraded and p.quality >= call.min_quality]
             if normal:
                 call.note(f"queue: back to the normal queue, parked on {normal[0].name}")
                 return Defer(self.queue_delay, reason, park_on=normal[0].name)

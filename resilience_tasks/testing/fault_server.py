@@ -28,9 +28,16 @@ from resilience_tasks.testing.faults.handle import FaultServer
 from resilience_tasks.testing.faults.spec import MODEL as MODEL
 from resilience_tasks.testing.faults.spec import MODES, Fault, FaultStats
 from resilience_tasks.testing.faults.spec import picked as picked
-from resilience_tasks.testing.faults.target import main
 
 __all__ = ["MODES", "Fault", "FaultServer", "FaultStats", "main"]
+
+
+def main() -> None:
+    """``resilience-fault-server``: run one fault target (imported here only when it runs, so
+    ``python -m resilience_tasks.testing.faults.target`` finds the module not yet loaded)."""
+    from resilience_tasks.testing.faults.target import main as run
+
+    run()
 
 
 if __name__ == "__main__":

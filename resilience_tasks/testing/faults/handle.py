@@ -84,7 +84,7 @@ class FaultServer:
         """Start the process and return once both of its ports answer."""
         if self.alive:
             return self
-        argv = [sys.executable, "-m", "resilience_tasks.testing.fault_server"]
+        argv = [sys.executable, "-m", "resilience_tasks.testing.faults.target"]
         argv += ["--name", self.name, "--host", self.host, "--mode", self.fault.mode]
         argv += ["--port", str(self.port), "--control-port", str(self.control_port)]
         argv += ["--requests-limit", str(self.requests_limit)]

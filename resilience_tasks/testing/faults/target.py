@@ -97,3 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         parser.error("the fault server needs the MCP SDK: pip install 'resilience-tasks[mcp]'")
     asyncio.run(serve(options, fault))
+
+
+if __name__ == "__main__":
+    main()
