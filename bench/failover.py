@@ -30,6 +30,7 @@ CONCURRENCY = 4
 class Cycle:
     killed: float  # time.time() when the fault was asked for
     healed: float  # time.time() once the primary was healthy again
+    ended: float  # time.time() at the end of the cycle
     stats: int  # requests the primary's server saw while faulty (none while down)
 
 
@@ -82,7 +83,7 @@ def figures(cycle: Cycle, records: list[dict[str, Any]]) -> Figures:
         and r["provider"] != "chat-primary"
     ]
     tried = [r for r in during if not is_trial(r)]  # before the primary's breaker opened
-    after = [r for r in records if r["start"] >= healed]
+    after = [r for r in records if healed <= r["start"] < cycle.ended]
     on_primary = [r["start"] for r in after if r["provider"] == "chat-primary"]
     on_backup = [r["start"] for r in after if r["provider"] != "chat-primary"]
     return Figures(
@@ -93,6 +94,12 @@ def figures(cycle: Cycle, records: list[dict[str, Any]]) -> Figures:
         first_back=(min(on_primary) - healed) if on_primary else float("nan"),
         all_back=max(on_backup, default=healed) - healed,
     )
+
+
+def outage_of(index: int, args: argparse.Namespace) -> float:
+    """Cycle ``index``'s outage: longer by a share of ``reset_timeout`` each cycle, so the
+    recovery falls at a different point of the breaker's wait each time."""
+    return float(args.outage + index * args.reset_timeout / args.cycles)
 
 
 def heal(server: FaultServer, latency: float) -> None:
@@ -117,7 +124,7 @@ def run(
         load_ = Load(apps, args.rate)
         load_.start()
         try:
-            for _ in range(args.cycles):
+            for index in range(args.cycles):
                 wait_until(on_primary, 60.0, 0.05)
                 time.sleep(args.steady)
                 primary.reset()
@@ -126,12 +133,12 @@ def run(
                     primary.set("errors", rate=1.0, status=500)
                 else:
                     primary.set(args.fault)
-                time.sleep(args.outage)
+                time.sleep(outage_of(index, args))
                 saw = primary.stats().requests
                 heal(primary, args.latency)
                 healed = time.time()  # once it answers again
-                cycles.append(Cycle(killed, healed, saw))
                 time.sleep(args.reset_timeout + args.steady)
+                cycles.append(Cycle(killed, healed, time.time(), saw))
         finally:
             load_.halt.set()
             load_.join()
@@ -176,10 +183,11 @@ def report(rows: list[Figures], recorded: int, sent: int, args: argparse.Namespa
     print_table(
         f"## failover: 1 worker -c {CONCURRENCY}, {args.rate:g} tasks/s, each one chain call "
         f"(primary fail_max=3, reset_timeout={args.reset_timeout:g}s; client timeout "
-        f"{args.timeout} s); the primary is `{args.fault}` for {args.outage:g} s; "
+        f"{args.timeout} s); the primary is `{args.fault}` for {args.outage:g} s, plus "
+        f"reset_timeout/{args.cycles} more each cycle; "
         f"{recorded}/{sent} tasks answered",
         [
-            "cycle",
+            "cycle (outage)",
             "every call on the backup after",
             "attempts on the dead primary until then",
             "then (half-open trials)",
@@ -190,7 +198,7 @@ def report(rows: list[Figures], recorded: int, sent: int, args: argparse.Namespa
         ],
         [
             [
-                index + 1,
+                f"{index + 1} ({outage_of(index, args):.1f} s)",
                 f"{f.failover:.2f} s",
                 f.before_open,
                 f.trials,

@@ -149,6 +149,9 @@ def main() -> None:
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> None:
+    bare = next((r for r in runs if r.system == "tenacity"), None)  # no retry when healthy
+    bare_b = statistics.mean(b.b_rate for b in bare.normal) if bare else 0.0
+    bare_a = statistics.mean(b.a_rate for b in bare.normal) if bare else 0.0
     print_table(
         f"## outage: 1 worker -c {CONCURRENCY}, {args.tasks} tasks alternating A/B, healthy "
         f"calls take {args.latency:g} s, A hangs (client timeout {args.timeout} s), "
@@ -160,9 +163,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             "B tasks/s, normal (rounds)",
             "B during A's outage",
             "ratio",
+            "vs plain Celery's normal",
             "B done",
             "calls reaching the hung A",
-            "A tasks/s, normal",
+            "A tasks/s, normal (vs plain)",
         ],
         [
             [
@@ -171,9 +175,15 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
                 f"({', '.join(f'{b.b_rate:.0f}' for b in r.normal)})",
                 f"{r.outage.b_rate:.2f}",
                 f"{r.outage.b_rate / statistics.mean(b.b_rate for b in r.normal):.3g}x",
+                f"{r.outage.b_rate / bare_b:.3g}x" if bare_b else "n/a",
                 f"{r.outage.b_done}/{args.tasks // 2} in {r.outage.b_seconds:.1f} s",
                 r.a_hits,
-                f"{statistics.mean(b.a_rate for b in r.normal):.1f}",
+                f"{statistics.mean(b.a_rate for b in r.normal):.1f}"
+                + (
+                    f" ({statistics.mean(b.a_rate for b in r.normal) / bare_a:.2f}x)"
+                    if bare_a
+                    else ""
+                ),
             ]
             for r in runs
         ],
