@@ -339,6 +339,12 @@ class TaskGuard:
         if limit is None:
             return None
         lease = limit.acquire()
+        patience = limit.policy.max_wait_in_worker
+        while lease is None and patience > 0:  # a slot may free up in a moment
+            pause = min(_SLOT_POLL, patience)
+            self._sleep(pause)
+            patience -= pause
+            lease = limit.acquire()
         if lease is None:
             policy = limit.policy
             raise Defer(
@@ -392,6 +398,10 @@ class TaskGuard:
 
     def __repr__(self) -> str:
         return f"TaskGuard({self.breaker.resource!r})"
+
+
+#: Seconds between two tries for a concurrency slot while a call waits for one in the worker.
+_SLOT_POLL = 0.02
 
 
 class _WaitOutside(Defer):

@@ -28,6 +28,7 @@ from resilience_tasks.adapter.task import (
     TaskRuntime,
     degraded_queue,
     mark_dead_lettered,
+    note_worker_events,
     publish,
 )
 from resilience_tasks.admission import Admitter, Deliveries
@@ -216,6 +217,7 @@ class ResilienceManager:
         install.add_router(app, self._routes)
         install.check_on_start(app, self.check)
         install.warn_on_ready(app, self._degraded_gaps)
+        install.note_task_events(app, note_worker_events)
         poison.install(app, self._dead_letters)
         app.on_after_finalize.connect(self._freeze, weak=False)
         self.pump_task = self._install_pump(

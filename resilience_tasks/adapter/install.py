@@ -212,6 +212,17 @@ def check_on_start(app: Celery, check: Callable[[], None]) -> None:
     signals.beat_init.connect(run_check, weak=False)
 
 
+def note_task_events(app: Celery, note: Callable[[bool], None]) -> None:
+    """Tell ``note`` whether a worker of ``app`` sends task events (``-E``), at its start-up
+    (before the pool forks, so its processes know too)."""
+
+    def run(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is app:
+            note(bool(getattr(sender, "task_events", False)))
+
+    signals.worker_init.connect(run, weak=False)
+
+
 def warn_on_ready(app: Celery, warnings: Callable[[set[str]], list[str]]) -> None:
     """When a worker of ``app`` is ready, log each of ``warnings(queues it consumes)``."""
 

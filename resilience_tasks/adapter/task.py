@@ -262,11 +262,27 @@ class ResilientTask(Task):  # type: ignore[misc]
         return not (self.ignore_result or getattr(self.request, "ignore_result", False))
 
     def _event(self, kind: str, **fields: Any) -> None:
-        if self.request.hostname and self.send_events:
+        """A task event of ours, sent only where the worker sends task events (``-E`` or
+        ``worker_send_task_events``), as Celery's own are: publishing one costs a broker
+        round trip."""
+        if self.request.hostname and self.send_events and events_enabled(self.app):
             try:
                 self.send_event(kind, **fields)
             except Exception:  # an event is an observation; it must not change the outcome
                 logger.debug("could not send %s", kind, exc_info=True)
+
+
+#: Whether this worker was started with task events on (``-E``); set at its start-up.
+_WORKER_EVENTS = False
+
+
+def note_worker_events(enabled: bool) -> None:
+    global _WORKER_EVENTS
+    _WORKER_EVENTS = bool(enabled)
+
+
+def events_enabled(app: Any) -> bool:
+    return _WORKER_EVENTS or bool(app.conf.worker_send_task_events)
 
 
 def _int(value: Any) -> int:

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 #: The unit a provider's per-call ``cost`` is priced in (``prices={"calls": cost}``).
 CALLS = "calls"
 
+#: Threads a hedged chain may use at once in one process (made as calls need them).
+HEDGE_THREADS = 64
+
 
 class ProvidersExhaustedError(ResilienceError):
     """No provider and no protocol of the chain could serve the call; ``steps`` says what was
@@ -357,9 +360,11 @@ class ProviderChain:
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
+                # It grows only as calls need threads: hedged losers cannot be cancelled and
+                # hold theirs until they end, so a small pool would queue later calls behind
+                # them (the very tail hedging cuts).
                 self._pool = ThreadPoolExecutor(
-                    max_workers=max(4, 2 * len(self.providers)),
-                    thread_name_prefix=f"hedge-{self.name}",
+                    max_workers=HEDGE_THREADS, thread_name_prefix=f"hedge-{self.name}"
                 )
             return self._pool
 

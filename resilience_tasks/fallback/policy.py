@@ -18,7 +18,10 @@ class Concurrency:
     ``1 / limit``, so a whole limit's worth of successes adds one (never above ``max_limit``,
     by default the declared ``limit``). A call holds a lease that expires after ``lease``
     seconds, so a worker that dies mid-call cannot keep its slot. A call over the limit waits
-    in the deferred store for ``retry_after`` seconds (jittered) and frees its worker slot.
+    in the deferred store for ``retry_after`` seconds (jittered) and frees its worker slot;
+    with ``max_wait_in_worker``, it first waits that long in the worker for a slot to free up
+    (cheaper when calls are short and the limit is only briefly full; costlier when the
+    dependency hangs, as the waiting call holds its worker slot meanwhile).
     """
 
     limit: int
@@ -27,9 +30,13 @@ class Concurrency:
     backoff: float = 0.5
     lease: float = 300.0
     retry_after: float = 1.0
+    max_wait_in_worker: float = 0.0
 
     def __post_init__(self) -> None:
         owner = "Concurrency"
+        check.positive_seconds(
+            owner, "max_wait_in_worker", self.max_wait_in_worker, allow_zero=True
+        )
         check.positive_int(owner, "limit", self.limit)
         check.positive_int(owner, "min_limit", self.min_limit)
         if self.max_limit is not None:

@@ -7,6 +7,7 @@ worker processes reach over TCP (``httpx.MockTransport`` and ``responses`` patch
 from __future__ import annotations
 
 import http.server
+import math
 import threading
 import time
 from enum import StrEnum
@@ -99,7 +100,7 @@ class HTTPDependency:
         buckets = [0] * seconds
         with self._lock:
             for at in self._arrivals:
-                index = int(at - since)
+                index = math.floor(at - since)
                 if 0 <= index < seconds:
                     buckets[index] += 1
         return buckets

@@ -8,6 +8,7 @@ HTTP fault targets (through the ``openai`` client) where it is about time: hedgi
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -378,3 +379,29 @@ def test_a_minimum_quality_holds_on_the_degraded_path_too(
         chat.at_least(2)("a")  # the free local model (quality 0) may not answer it
     assert deps["local"].calls == 0
     assert chat("b") == "cheap: b"
+
+
+def test_a_full_concurrency_limit_moves_the_call_on_or_waits_in_the_worker_if_allowed(
+    manager: ResilienceManager, deps: dict[str, Dependency]
+) -> None:
+    from resilience_tasks import Concurrency
+
+    providers = [
+        Provider("patient", deps["cheap"], concurrency=Concurrency(1, max_wait_in_worker=30.0)),
+        Provider("busy", deps["pricey"], cost=0.01, concurrency=Concurrency(1)),
+    ]
+    chat = manager.providers("chat", providers)
+    busy = manager._concurrency_limit("busy")
+    patient = manager._concurrency_limit("patient")
+    assert busy is not None and patient is not None
+    held = patient.acquire()  # another worker holds the only slot of each
+    assert held is not None and busy.acquire() is not None
+    threading.Timer(0.3, patient.release, args=(held, "success")).start()
+    assert chat("a") == "cheap: a"  # waited in the worker for the slot to free up
+
+    chat2 = manager.providers("chat2", [Provider("busy", deps["pricey"]), providers[0]])
+    deps["cheap"].error = ConnectionError("down")
+    with pytest.raises(ProvidersExhaustedError) as raised:
+        chat2("b")
+    assert any("at its fleet concurrency limit" in step for step in raised.value.steps)
+    assert deps["pricey"].calls == 0  # refused without a call

@@ -6,6 +6,7 @@ The providers are OpenAI-compatible HTTP servers (``FaultServer``) called throug
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,34 @@ def test_a_worker_without_the_degraded_queue_of_a_degraded_only_chain_warns_at_s
         )
         assert live.ask_local.delay("hi").get(timeout=60) == "local: hi"
         assert "has only degraded providers" not in both.output()
+
+
+def test_what_served_a_task_is_sent_as_a_task_event_when_events_are_on(
+    fault: dict[str, FaultServer], prefix: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = chain_env(prefix, unique, fault, TEST_ROLE="normal")
+    live = import_app_module("tests.apps.chain_app", env, monkeypatch)
+    chain = env["TEST_CHAIN"]
+    seen: list[dict[str, Any]] = []
+    connection = live.app.connection_for_read()
+    receiver = live.app.events.Receiver(
+        connection, handlers={"task-served": seen.append}, app=live.app
+    )
+    listener = threading.Thread(target=receiver.capture, kwargs={"wakeup": False}, daemon=True)
+    listener.start()
+    try:
+        with Supervisor("tests.apps.chain_app", env=env, cwd=ROOT) as fleet:
+            fleet.worker("evented", queues=[chain], concurrency=1, ready=live.app, args=["-E"])
+            fault["primary"].set("down")
+            result = live.answer.delay("who answers?")
+            assert result.get(timeout=60)["provider"] == f"{chain}-backup"
+            assert wait_until(lambda: any(e["uuid"] == result.id for e in seen), timeout=30)
+    finally:
+        receiver.should_stop = True
+        listener.join(5)
+        connection.release()
+    event = next(e for e in seen if e["uuid"] == result.id)
+    assert event["provider"] == f"{chain}-backup"
+    assert event["protocol"] == "switch_provider"
+    assert event["cost"] == pytest.approx(0.02 + 0.01 * event["attempts"] - 0.01)
+    assert any("primary: failed" in step for step in event["steps"])
