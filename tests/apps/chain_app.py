@@ -8,6 +8,7 @@ environment. Every answer says which worker role and which provider served it.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 from celery import Celery
@@ -15,6 +16,7 @@ from celery import Celery
 from resilience_tasks import (
     BreakerPolicy,
     Concurrency,
+    Provider,
     ResilienceManager,
     ResourceType,
     served,
@@ -48,43 +50,25 @@ manager = ResilienceManager(
 probe = redis.Redis.from_url(REDIS_URL)
 
 
-def _breaker() -> BreakerPolicy:
-    return BreakerPolicy(fail_max=FAIL_MAX, reset_timeout=RESET, trial_lease=10.0)
+def _provider(role: str, **options: Any) -> Provider:
+    """One fault target (``TEST_<ROLE>_URL``) as an OpenAI-compatible provider."""
+    return openai_chat(
+        f"{CHAIN}-{role}",
+        model="fault-chat",
+        base_url=os.environ[f"TEST_{role.upper()}_URL"],
+        api_key="test",
+        timeout=5.0,
+        **options,
+    )
 
 
+BREAKER = BreakerPolicy(fail_max=FAIL_MAX, reset_timeout=RESET, trial_lease=10.0)
 chat = manager.providers(
     CHAIN,
     [
-        openai_chat(
-            f"{CHAIN}-primary",
-            model="fault-chat",
-            base_url=os.environ["TEST_PRIMARY_URL"],
-            api_key="test",
-            timeout=5.0,
-            cost=0.01,
-            quality=2,
-            breaker=_breaker(),
-        ),
-        openai_chat(
-            f"{CHAIN}-backup",
-            model="fault-chat",
-            base_url=os.environ["TEST_BACKUP_URL"],
-            api_key="test",
-            timeout=5.0,
-            cost=0.02,
-            quality=2,
-            breaker=_breaker(),
-        ),
-        openai_chat(
-            f"{CHAIN}-local",
-            model="fault-chat",
-            base_url=os.environ["TEST_LOCAL_URL"],
-            api_key="test",
-            timeout=5.0,
-            cost=0.0,
-            degraded=True,
-            breaker=_breaker(),
-        ),
+        _provider("primary", cost=0.01, quality=2, breaker=BREAKER),
+        _provider("backup", cost=0.02, quality=2, breaker=BREAKER),
+        _provider("local", cost=0.0, degraded=True, breaker=BREAKER),
     ],
     resource_type=ResourceType.API_QUOTA,
     cache_ttl=600,
