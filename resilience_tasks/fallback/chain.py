@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +28,7 @@ from resilience_tasks.errors import (
 )
 from resilience_tasks.fallback import async_attempt, scope
 from resilience_tasks.fallback.cache import CachedResult, ResultCache
+from resilience_tasks.fallback.hedging import Hedge
 from resilience_tasks.fallback.protocols import Protocol, switches
 from resilience_tasks.fallback.provider import Provider
 from resilience_tasks.fallback.resource_type import ResourceType
@@ -41,9 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: The unit a provider's per-call ``cost`` is priced in (``prices={"calls": cost}``).
 CALLS = "calls"
-
-#: Threads a hedged chain may use at once in one process (made as calls need them).
-HEDGE_THREADS = 64
 
 
 class ProvidersExhaustedError(ResilienceError):
@@ -176,8 +172,7 @@ class ProviderChain:
         self._guard = guard
         self._cache = cache
         self._switches = switches(self.protocols)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._hedge = Hedge(name, hedge_after) if hedge_after is not None else None
         order = {provider.name: index for index, provider in enumerate(self.providers)}
         self._by_cost = sorted(self.providers, key=lambda p: (p.cost, order[p.name]))
 
@@ -268,8 +263,8 @@ class ProviderChain:
         """The preferred provider, then (with ``switch_provider``) the others; hedged when the
         chain says so."""
         candidates = self._to_try(call)
-        if self.hedge_after is not None and len(candidates) > 1:
-            return self._race(call, candidates)
+        if self._hedge is not None and len(candidates) > 1:
+            return self._hedge.race(self.attempt, call, candidates)
         for position, provider in enumerate(candidates):
             answer = self.attempt(provider, call, "call" if position == 0 else "switch_provider")
             if answer is not None:
@@ -355,99 +350,16 @@ class ProviderChain:
             served.degraded = provider.degraded
             served.steps.append(f"{provider.name}: served ({protocol})")
 
-    # -- hedging -------------------------------------------------------------------------------
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                # It grows only as calls need threads: hedged losers cannot be cancelled and
-                # hold theirs until they end, so a small pool would queue later calls behind
-                # them (the very tail hedging cuts).
-                self._pool = ThreadPoolExecutor(
-                    max_workers=HEDGE_THREADS, thread_name_prefix=f"hedge-{self.name}"
-                )
-            return self._pool
-
-    def _race(self, call: ChainCall, candidates: list[Provider]) -> Answer | None:
-        """Call the first provider; each time ``hedge_after`` passes without an answer (or a
-        provider fails), call the next one too. The first answer wins; the others run to their
-        end in the background (a thread cannot be cancelled), charged and recorded as usual."""
-        pool = self._executor()
-        pending: dict[Future[Answer | None], Provider] = {}
-        queue = list(candidates)
-
-        def start(protocol: str) -> None:
-            provider = queue.pop(0)
-            context = contextvars.copy_context()
-            future = pool.submit(context.run, self.attempt, provider, call, protocol)
-            pending[future] = provider
-
-        start("call")
-        while pending:
-            done, _ = wait(
-                pending, timeout=self.hedge_after if queue else None, return_when=FIRST_COMPLETED
-            )
-            if not done:  # no answer in time: hedge with the next provider
-                call.note(f"hedge: no answer after {self.hedge_after:g}s")
-                start("hedge")
-                continue
-            for future in done:
-                pending.pop(future)
-                answer = future.result()
-                if answer is not None:
-                    for loser in pending:
-                        loser.cancel()
-                    return answer
-            if queue and not pending:
-                start("switch_provider")
-        return None
-
     async def _first_async(self, call: ChainCall) -> Answer | None:
         candidates = self._to_try(call)
-        if self.hedge_after is not None and len(candidates) > 1:
-            return await self._race_async(call, candidates)
+        if self._hedge is not None and len(candidates) > 1:
+            return await self._hedge.race_async(self.attempt_async, call, candidates)
         for position, provider in enumerate(candidates):
             protocol = "call" if position == 0 else "switch_provider"
             answer = await self.attempt_async(provider, call, protocol)
             if answer is not None:
                 return answer
         return None
-
-    async def _race_async(self, call: ChainCall, candidates: list[Provider]) -> Answer | None:
-        """``_race`` on the event loop: the losers are cancelled (their spend stays
-        recorded: it is charged when a call starts)."""
-        pending: dict[asyncio.Task[Answer | None], Provider] = {}
-        queue = list(candidates)
-
-        def start(protocol: str) -> None:
-            provider = queue.pop(0)
-            task = asyncio.ensure_future(self.attempt_async(provider, call, protocol))
-            pending[task] = provider
-
-        start("call")
-        try:
-            while pending:
-                done, _ = await asyncio.wait(
-                    pending,
-                    timeout=self.hedge_after if queue else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if not done:
-                    call.note(f"hedge: no answer after {self.hedge_after:g}s")
-                    start("hedge")
-                    continue
-                for task in done:
-                    pending.pop(task)
-                    answer = task.result()
-                    if answer is not None:
-                        return answer
-                if queue and not pending:
-                    start("switch_provider")
-            return None
-        finally:
-            for task in pending:
-                task.cancel()
-                call.note(f"{pending[task].name}: hedged call cancelled")
 
     # -- what the protocols ask of the chain ---------------------------------------------------
 
