@@ -216,7 +216,8 @@ class TaskGuard:
         reason = f"retry {used + 1}/{self.retry.max_attempts} after {type(error).__name__}: {error}"
         raise _WaitOutside(state.upcoming_sleep, reason, used) from error
 
-    def _retryable(self, error: BaseException) -> bool:
+    def retryable(self, error: BaseException) -> bool:
+        """Whether the retry policy retries ``error`` (control signals never are)."""
         return isinstance(error, self.retry.retry_on) and not isinstance(error, self._not_retryable)
 
     def _should_retry(
@@ -226,7 +227,7 @@ class TaskGuard:
         asked last (only for a retry that would really be made)."""
         assert state.outcome is not None  # tenacity asks after an attempt
         error = state.outcome.exception()
-        if error is None or error is run.caller_error or not self._retryable(error):
+        if error is None or error is run.caller_error or not self.retryable(error):
             return False
         if out_of_attempts(state):  # the run ends here: the last error stands
             return False

@@ -45,7 +45,7 @@ async def run(guard: TaskGuard, call: Call, func: Callable[..., Any]) -> Any:
         except Defer:
             raise
         except Exception as error:
-            if raised_at_call_boundary(error, func) or not guard._retryable(error):
+            if raised_at_call_boundary(error, func) or not guard.retryable(error):
                 raise
             if attempt >= policy.max_attempts:
                 raise
