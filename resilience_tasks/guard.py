@@ -258,9 +258,6 @@ class TaskGuard:
     def _attempt(self, run: _Run, func: Callable[..., T]) -> T:
         call = run.context.call
         admission, lease = self._ask(run, call)
-        if self.retry_budget is not None and not run.deposited:
-            run.deposited = True  # one deposit per run: its retries withdraw
-            self._quietly("count a call for the retry budget", self.retry_budget.deposit)
         started = time.monotonic()
         with collecting() as report:
             try:
@@ -319,7 +316,11 @@ class TaskGuard:
 
     def _admit_and_check(self, run: _Run, call: Call) -> tuple[Admission, Lease | None]:
         watch = tuple(key for gate in self.gates for key in gate.watch(call))
-        clearance = self.admitter.admit(run.redelivered, watch)
+        # The run's first call counts in the retry budget, in the same round trip; retries
+        # withdraw from it.
+        deposit = self.retry_budget if not run.deposited else None
+        clearance = self.admitter.admit(run.redelivered, watch, deposit)
+        run.deposited = True
         run.redelivered = None  # a redelivery is counted once, however many attempts
         admission = clearance.admission
         if not admission.allowed:

@@ -74,15 +74,24 @@ end
 """
 )
 
-# A first call was made.
-# KEYS: budget hash. ARGV: window (seconds).
-DEPOSIT = with_clock(
+# A first call was made, as a Lua function other scripts reuse (the task's admission counts
+# its first attempt in the same round trip). Reads ``now``.
+DEPOSIT_FUNCTION = (
     _BUDGET_WINDOW
     + """
-local window = tonumber(ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'c:' .. math.floor(now), 1)
-redis.call('EXPIRE', KEYS[1], window + 1)
-if redis.call('HLEN', KEYS[1]) > 2 * window then budget_window(KEYS[1], window, true) end
+local function budget_deposit(key, window)
+  redis.call('HINCRBY', key, 'c:' .. math.floor(now), 1)
+  redis.call('EXPIRE', key, window + 1)
+  if redis.call('HLEN', key) > 2 * window then budget_window(key, window, true) end
+end
+"""
+)
+
+# KEYS: budget hash. ARGV: window (seconds).
+DEPOSIT = with_clock(
+    DEPOSIT_FUNCTION
+    + """
+budget_deposit(KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 )

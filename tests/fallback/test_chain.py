@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from resilience_tasks import (
     DEFAULT_PROTOCOLS,
@@ -31,6 +32,7 @@ from resilience_tasks import (
 )
 from resilience_tasks.providers import openai_chat
 from resilience_tasks.testing.fault_server import FaultServer
+from tests.conftest import REDIS_URL
 
 
 class Dependency:
@@ -405,3 +407,24 @@ def test_a_full_concurrency_limit_moves_the_call_on_or_waits_in_the_worker_if_al
         chat2("b")
     assert any("at its fleet concurrency limit" in step for step in raised.value.steps)
     assert deps["pricey"].calls == 0  # refused without a call
+
+
+def test_a_healthy_provider_call_is_one_round_trip_its_budget_deposit_included(
+    app: Any, prefix: str, unique: str
+) -> None:
+    """The admission counts the first call in the provider's retry budget in the same script;
+    a fast success with nothing pending writes nothing more."""
+    from tests.test_quota_end_to_end import CountingConnection
+
+    pool = redis.ConnectionPool.from_url(REDIS_URL, connection_class=CountingConnection)
+    manager = ResilienceManager(
+        f"team-{unique}", app=app, key_prefix=prefix, redis_client=redis.Redis(connection_pool=pool)
+    )
+    chat = manager.providers("chat", [Provider("free", lambda prompt: f"free: {prompt}")])
+    assert chat("warm") == "free: warm"  # loads the scripts
+    CountingConnection.sends = 0
+    for n in range(5):
+        assert chat(f"q{n}") == f"free: q{n}"
+    assert CountingConnection.sends == 5
+    budget = manager._retry_budget("free")
+    assert budget is not None and budget.balance()["calls"] == 6
