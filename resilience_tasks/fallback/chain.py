@@ -170,7 +170,8 @@ class ProviderChain:
         self.degrade_in_place = degrade_in_place
         self.queue_delay = queue_delay
         self._guard = guard
-        self._cache = cache
+        self._cache = cache if cache_ttl else None  # a cache keeps answers only with a TTL
+        self._cache_ttl = float(cache_ttl or 0.0)
         self._switches = switches(self.protocols)
         self._hedge = Hedge(name, hedge_after) if hedge_after is not None else None
         order = {provider.name: index for index, provider in enumerate(self.providers)}
@@ -288,11 +289,11 @@ class ProviderChain:
         except Exception as error:
             self._missed(provider, call, error)
             return None
-        self._served_by(provider, call, protocol)
-        if self._cache is not None and self.cache_ttl and not provider.degraded:
+        cache = self._served_by(provider, call, protocol)
+        if cache is not None:
             try:
-                self._cache.put(
-                    call.args, call.kwargs, value, ttl=self.cache_ttl, provider=provider.name
+                cache.put(
+                    call.args, call.kwargs, value, ttl=self._cache_ttl, provider=provider.name
                 )
             except STATE_ERRORS as exc:
                 logger.warning("%s: could not cache an answer (%s)", self, exc)
@@ -310,15 +311,15 @@ class ProviderChain:
         except Exception as error:
             self._missed(provider, call, error)
             return None
-        self._served_by(provider, call, protocol)
-        if self._cache is not None and self.cache_ttl and not provider.degraded:
+        cache = self._served_by(provider, call, protocol)
+        if cache is not None:
             try:
-                await self._cache.put_async(
+                await cache.put_async(
                     guard.breaker.asyncio_client(),
                     call.args,
                     call.kwargs,
                     value,
-                    ttl=self.cache_ttl,
+                    ttl=self._cache_ttl,
                     provider=provider.name,
                 )
             except STATE_ERRORS as exc:
@@ -340,15 +341,17 @@ class ProviderChain:
             call.errors.append((provider, error))
         call.note(f"{provider.name}: failed ({type(error).__name__}: {error})")
 
-    def _served_by(self, provider: Provider, call: ChainCall, protocol: str) -> None:
+    def _served_by(self, provider: Provider, call: ChainCall, protocol: str) -> ResultCache | None:
+        """Record that ``provider`` answered (unless a hedged race already has its winner);
+        returns the cache its answer is kept in: none for a degraded provider's."""
         served = call.served
         with call.lock:
-            if served.provider is not None:
-                return  # a hedged race already has its winner
-            served.provider = provider.name
-            served.protocol = protocol
-            served.degraded = provider.degraded
-            served.steps.append(f"{provider.name}: served ({protocol})")
+            if served.provider is None:
+                served.provider = provider.name
+                served.protocol = protocol
+                served.degraded = provider.degraded
+                served.steps.append(f"{provider.name}: served ({protocol})")
+        return None if provider.degraded else self._cache
 
     async def _first_async(self, call: ChainCall) -> Answer | None:
         candidates = self._to_try(call)
@@ -387,7 +390,7 @@ class ProviderChain:
         return None
 
     def from_cache(self, call: ChainCall) -> Answer | None:
-        if self._cache is None or not self.cache_ttl:
+        if self._cache is None:
             return None
         try:
             hit = self._cache.get(call.args, call.kwargs)
@@ -397,7 +400,7 @@ class ProviderChain:
         return self._stale(call, hit)
 
     async def from_cache_async(self, call: ChainCall) -> Answer | None:
-        if self._cache is None or not self.cache_ttl:
+        if self._cache is None:
             return None
         client = self._guard(self.providers[0]).breaker.asyncio_client()
         try:

@@ -25,9 +25,9 @@ AsyncNext = Callable[[], Awaitable[Any]]
 
 @dataclass
 class AttemptOptions:
-    """What a provider's calls go through, as the chain's guard-stage protocols set it."""
+    """What a provider's calls go through, as the chain's guard-stage protocols set it (the
+    provider's breaker always: see ``CircuitBreak``)."""
 
-    breaker: bool = False
     concurrency: bool = False
     retry: bool = False
 
@@ -54,12 +54,13 @@ class Protocol:
 
 class CircuitBreak(Protocol):
     """Each provider's fleet breaker: an open one is skipped at once (no call goes out),
-    and slow calls count when its policy sets ``slow_call_duration``."""
+    and slow calls count when its policy sets ``slow_call_duration``.
+
+    Always in force, listed or not: a provider is a resource whose breaker every task and
+    decorated function calling it shares, so a chain cannot opt out of it. The table lists it
+    where it is the first line of defence, so that the order reads as what happens."""
 
     name = "circuit_break"
-
-    def shape(self, options: AttemptOptions) -> None:
-        options.breaker = True
 
 
 class ScaleDown(Protocol):
