@@ -104,7 +104,7 @@ class ResilientTask(Task):  # type: ignore[misc]
         )
         if _int(book.get("defer_count")):  # published by the pump: its entry is done
             self._state_write(runtime.deferred.started, request.id, runtime.resource)
-        degraded = bool(book.get("degraded"))
+        degraded = book.get("degraded") is True  # a header of any other shape: not degraded
         try:
             with scope.opened(degraded=degraded, in_task=True) as opened:
                 result = runtime.guard.run(context, self.run)
@@ -179,7 +179,7 @@ class ResilientTask(Task):  # type: ignore[misc]
             defer_count=_int(book.get("defer_count")),
             first_deferred_at=_float(book.get("first_deferred_at")),
             interactive=context.call.interactive,
-            degraded=bool(book.get("degraded")),
+            degraded=book.get("degraded") is True,
         )
 
     def _defer(self, message: DeferredMessage, wait: Defer) -> None:

@@ -272,3 +272,20 @@ def test_what_served_a_task_is_sent_as_a_task_event_when_events_are_on(
     assert event["protocol"] == "switch_provider"
     assert event["cost"] == pytest.approx(0.02 + 0.01 * event["attempts"] - 0.01)
     assert any("primary: failed" in step for step in event["steps"])
+
+
+def test_a_degraded_header_of_the_wrong_shape_does_not_degrade_the_work(
+    fault: dict[str, FaultServer], prefix: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = chain_env(prefix, unique, fault, TEST_ROLE="normal")
+    live = import_app_module("tests.apps.chain_app", env, monkeypatch)
+    chain = env["TEST_CHAIN"]
+    with Supervisor("tests.apps.chain_app", env=env, cwd=ROOT) as fleet:
+        fleet.worker("normal", queues=[chain], concurrency=1, ready=live.app)
+        odd = [
+            live.answer.apply_async(("q",), headers={"resilience": {"degraded": value}})
+            for value in ("yes", 1, ["x"], {"a": 1}, None)
+        ]
+        for result in odd:
+            answer = result.get(timeout=60)
+            assert answer["provider"] == f"{chain}-primary" and not answer["degraded"]
